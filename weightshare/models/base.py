@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..nn import ElasticBatchNorm2d, NormContext
+from ..nn.blocks import permute_tensor_
 from ..space import SearchSpace, SubnetConfig
 
 __all__ = [
@@ -125,16 +126,26 @@ class SuperNet(nn.Module, ABC):
         return (self.in_channels, res, res)
 
     # --------------------------------------------------------------- reordering
-    def reorder_channels(self) -> None:
+    def reorder_channels(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Sort every block's hidden channels by importance (L1), in place.
 
         The largest SubNet computes the same function afterwards; narrower SubNets
-        now use the most important channels. Per-SubNet statistics refer to the old
-        channel order, so they are dropped (recalibrate after reordering).
+        now use the most important channels. With `optimizer`, its per-parameter
+        state (momentum) is permuted the same way, so training continues smoothly.
+        Per-SubNet statistics refer to the old channel order, so they are dropped
+        (recalibrate after reordering).
         """
+
+        def apply(t: Tensor, dim: int, perm: Tensor) -> None:
+            permute_tensor_(t, dim, perm)
+            state = optimizer.state.get(t) if optimizer is not None else None
+            for value in (state or {}).values():
+                if isinstance(value, Tensor) and value.shape == t.shape:
+                    permute_tensor_(value, dim, perm)
+
         for module in self.modules():
             if module is not self and hasattr(module, "reorder_channels_"):
-                module.reorder_channels_()
+                module.reorder_channels_(apply)
         self.subnet_norms.clear()
 
     # ----------------------------------------------------------- subnet norms

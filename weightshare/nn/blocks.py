@@ -9,6 +9,8 @@ choice computes the same function before and after.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
@@ -30,6 +32,8 @@ __all__ = [
     "StaticMBConv",
     "StaticBottleneck",
     "ConvBNAct",
+    "Permuter",
+    "permute_tensor_",
 ]
 
 
@@ -42,6 +46,15 @@ def _importance(weight: Tensor, dim: int) -> Tensor:
 def _sort_perm(importance: Tensor) -> Tensor:
     # stable, so equal importances keep their order (deterministic reordering)
     return torch.sort(importance, descending=True, stable=True).indices
+
+
+Permuter = Callable[[Tensor, int, Tensor], None]
+
+
+@torch.no_grad()
+def permute_tensor_(t: Tensor, dim: int, perm: Tensor) -> None:
+    """Reorder `t` along `dim` in place (the default way reordering touches a tensor)."""
+    t.copy_(t.index_select(dim, perm))
 
 
 # ------------------------------------------------------------------ static twins
@@ -120,15 +133,15 @@ class ElasticSE(nn.Module):
         return StaticSE(self.reduce.extract(channels, mid), self.expand.extract(mid, channels))
 
     @torch.no_grad()
-    def permute_channels_(self, perm: Tensor) -> None:
+    def permute_channels_(self, perm: Tensor, apply: Permuter = permute_tensor_) -> None:
         """Follow a permutation of the block's hidden channels, then sort its own mid channels."""
-        self.reduce.weight.copy_(self.reduce.weight[:, perm])
-        self.expand.weight.copy_(self.expand.weight[perm])
-        self.expand.bias.copy_(self.expand.bias[perm])
+        apply(self.reduce.weight, 1, perm)
+        apply(self.expand.weight, 0, perm)
+        apply(self.expand.bias, 0, perm)
         mid = _sort_perm(_importance(self.expand.weight, 1))
-        self.reduce.weight.copy_(self.reduce.weight[mid])
-        self.reduce.bias.copy_(self.reduce.bias[mid])
-        self.expand.weight.copy_(self.expand.weight[:, mid])
+        apply(self.reduce.weight, 0, mid)
+        apply(self.reduce.bias, 0, mid)
+        apply(self.expand.weight, 1, mid)
 
 
 class ElasticMBConv(nn.Module):
@@ -188,18 +201,22 @@ class ElasticMBConv(nn.Module):
         return StaticMBConv(expand_part, dw, se, project, self.residual)
 
     @torch.no_grad()
-    def reorder_channels_(self) -> None:
-        """Sort hidden channels by the L1 norm of the project conv's weights (descending)."""
+    def reorder_channels_(self, apply: Permuter = permute_tensor_) -> None:
+        """Sort hidden channels by the L1 norm of the project conv's weights (descending).
+
+        `apply(tensor, dim, perm)` performs each permutation, so a trainer can
+        permute optimizer state (momentum) along with the weights.
+        """
         if not self.has_expand:
             return  # hidden width is the input width: not elastic, nothing to sort
         perm = _sort_perm(_importance(self.project.weight, 1))
-        self.project.weight.copy_(self.project.weight[:, perm])
+        apply(self.project.weight, 1, perm)
         if self.se is not None:
-            self.se.permute_channels_(perm)
-        self.dw.permute_(perm)
-        self.dw_bn.permute_(perm)
-        self.expand_conv.weight.copy_(self.expand_conv.weight[perm])
-        self.expand_bn.permute_(perm)
+            self.se.permute_channels_(perm, apply)
+        apply(self.dw.weight, 0, perm)
+        _permute_bn(self.dw_bn, perm, apply)
+        apply(self.expand_conv.weight, 0, perm)
+        _permute_bn(self.expand_bn, perm, apply)
 
 
 class ElasticBottleneck(nn.Module):
@@ -254,13 +271,18 @@ class ElasticBottleneck(nn.Module):
         return StaticBottleneck(body, shortcut)
 
     @torch.no_grad()
-    def reorder_channels_(self) -> None:
+    def reorder_channels_(self, apply: Permuter = permute_tensor_) -> None:
         """Sort both mid layers by importance: conv2's outputs by conv3, conv1's by conv2."""
         perm2 = _sort_perm(_importance(self.conv3.weight, 1))
-        self.conv3.weight.copy_(self.conv3.weight[:, perm2])
-        self.conv2.weight.copy_(self.conv2.weight[perm2])
-        self.bn2.permute_(perm2)
+        apply(self.conv3.weight, 1, perm2)
+        apply(self.conv2.weight, 0, perm2)
+        _permute_bn(self.bn2, perm2, apply)
         perm1 = _sort_perm(_importance(self.conv2.weight, 1))
-        self.conv2.weight.copy_(self.conv2.weight[:, perm1])
-        self.conv1.weight.copy_(self.conv1.weight[perm1])
-        self.bn1.permute_(perm1)
+        apply(self.conv2.weight, 1, perm1)
+        apply(self.conv1.weight, 0, perm1)
+        _permute_bn(self.bn1, perm1, apply)
+
+
+def _permute_bn(bn: ElasticBatchNorm2d, perm: Tensor, apply: Permuter) -> None:
+    for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+        apply(t, 0, perm)

@@ -158,12 +158,6 @@ class ElasticBatchNorm2d(nn.Module):
         bn.running_var.copy_(var)
         return bn
 
-    def permute_(self, perm: Tensor) -> None:
-        """Reorder the channels (importance sorting); `perm` covers all channels."""
-        with torch.no_grad():
-            for t in (self.weight, self.bias, self.running_mean, self.running_var):
-                t.copy_(t[perm])
-
 
 # ---------------------------------------------------------------------- convs
 class ElasticConv2d(nn.Module):
@@ -239,10 +233,6 @@ class ElasticDepthwiseConv2d(nn.Module):
         conv = nn.Conv2d(channels, channels, k, self.stride, k // 2, groups=channels, bias=False)
         conv.weight.copy_(self.kernel_weight(channels, k))
         return conv
-
-    def permute_(self, perm: Tensor) -> None:
-        with torch.no_grad():
-            self.weight.copy_(self.weight[perm])
 
 
 class ElasticLinear(nn.Module):
