@@ -79,6 +79,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, input_shape: tuple[in
     kwargs: dict = {"input_names": ["input"], "output_names": ["logits"], "opset_version": opset}
     if exporter == "dynamo":
         kwargs["dynamo"] = True
+        # one self-contained file (weights inline), so it can be moved and renamed
+        kwargs["external_data"] = False
         if dynamic_batch:
             kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1)},)
     else:

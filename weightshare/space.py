@@ -195,22 +195,23 @@ class SearchSpace:
         )
 
     def corners(self) -> list[SubnetConfig]:
-        """The 4 corners (min/max depth x min/max expand), largest kernel and width.
+        """The 4 corners of depth x expand: min/max depth x min/max expand ratio.
 
+        The (min, min) corner is `smallest()` and the (max, max) corner is
+        `largest()`; the two mixed corners use the largest kernel and width.
         These are the SubNets DepS validates on; duplicates are removed when a
         dimension has one choice.
         """
-        out: list[SubnetConfig] = []
-        for d in (self.depth_choices[0], self.depth_choices[-1]):
-            for e in (self.expand_choices[0], self.expand_choices[-1]):
-                cfg = self._make(
-                    d, e, self.kernel_choices[-1],
-                    self.width_choices[-1] if self.width_choices else None,
-                    self.resolution_choices[-1] if self.resolution_choices else None,
-                )
-                if cfg not in out:
-                    out.append(cfg)
-        return out
+        out: list[SubnetConfig] = [self.smallest()]
+        for d, e in ((self.depth_choices[0], self.expand_choices[-1]),
+                     (self.depth_choices[-1], self.expand_choices[0])):
+            out.append(self._make(
+                d, e, self.kernel_choices[-1],
+                self.width_choices[-1] if self.width_choices else None,
+                self.resolution_choices[-1] if self.resolution_choices else None,
+            ))
+        out.append(self.largest())
+        return list(dict.fromkeys(out))
 
     def size(self) -> int:
         """Number of distinct SubNets (skipped blocks carry no choices)."""

@@ -106,6 +106,12 @@ class NormContext:
 DEFAULT_NORM = NormContext()
 
 
+def _distributed() -> bool:
+    import torch.distributed as tdist
+
+    return tdist.is_available() and tdist.is_initialized() and tdist.get_world_size() > 1
+
+
 class ElasticBatchNorm2d(nn.Module):
     """BatchNorm over the first `C` channels of its input, with per-SubNet statistics.
 
@@ -140,6 +146,8 @@ class ElasticBatchNorm2d(nn.Module):
             norm.recorder.add(self.key, mean, var, x.numel() // c)
             return F.batch_norm(x, None, None, w, b, True, 0.0, self.eps)
         if self.training:
+            if _distributed():
+                return self._sync_forward(x, w, b)
             # Slices of the 1-D buffers are views, so the momentum update lands in
             # the shared buffers (first channels), as OFA's DynamicBatchNorm2d.
             return F.batch_norm(
@@ -147,6 +155,38 @@ class ElasticBatchNorm2d(nn.Module):
             )
         mean, var = self._stats(c, norm)
         return F.batch_norm(x, mean, var, w, b, False, 0.0, self.eps)
+
+    def _sync_forward(self, x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        """Batch statistics over all ranks (SyncBN), so N ranks compute what 1 process would."""
+        import warnings
+
+        # The public differentiable all_reduce is marked deprecated in favour of a private
+        # module; keep the public one and its warning out of users' logs.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            from torch.distributed.nn.functional import all_reduce as _all_reduce
+
+        def all_reduce(t: Tensor) -> Tensor:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return _all_reduce(t)
+
+        c = x.shape[1]
+        n_local = x.numel() // c
+        # Chan's parallel variance: per-rank centred moments, then combined. E[x^2] - mean^2
+        # in float32 loses digits to cancellation and made 2 ranks drift from 1 process.
+        local_mean = x.mean(dim=(0, 2, 3))
+        local_var = x.var(dim=(0, 2, 3), unbiased=False)
+        world = torch.distributed.get_world_size()
+        n = float(n_local * world)  # Loader shards are equal-sized across ranks
+        mean = all_reduce(local_mean * (n_local / n))  # differentiable collectives
+        var = all_reduce((local_var + (local_mean - mean) ** 2) * (n_local / n))
+        with torch.no_grad():
+            m = self.momentum
+            self.running_mean[:c].mul_(1 - m).add_(mean.detach(), alpha=m)
+            self.running_var[:c].mul_(1 - m).add_(var.detach() * n / (n - 1), alpha=m)
+        scale = w * torch.rsqrt(var + self.eps)
+        return x * scale[None, :, None, None] + (b - mean * scale)[None, :, None, None]
 
     @torch.no_grad()
     def extract(self, c: int, norm: NormContext = DEFAULT_NORM) -> nn.BatchNorm2d:

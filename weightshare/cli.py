@@ -1,0 +1,516 @@
+"""The `weightshare` command line: thin wrappers that parse, call the library and print.
+
+Adding a command
+----------------
+Write a function decorated with ``@app.command()`` whose docstring says what it
+does and ends with an ``Example:`` paragraph (see the existing commands). Reuse
+the option aliases below (`SupernetOpt`, `SetOpt`, `SubnetOpt`, `JsonOpt`, ...)
+and the helpers (`build_supernet`, `parse_subnet`, `emit_json`, `fmt_count`).
+A group of commands is a second Typer added to the root::
+
+    serve_app = typer.Typer(help="...", no_args_is_help=True)
+    app.add_typer(serve_app, name="serve")
+
+Errors
+------
+Commands do not catch errors. Mistakes a user can cause surface as ValueError,
+FileNotFoundError (and friends), CheckpointError, DatasetError or ExportError;
+`_Group.invoke`, the one place that handles them, prints ``error: <message>``
+to stderr and exits with code 2, without a traceback. Anything else is a bug
+and keeps its traceback. Register further user-error types in `USER_ERRORS`.
+
+Output
+------
+Text output is for people. With ``--json`` a command prints exactly one JSON
+document (or one per line, for streams like `sample`) and nothing else on stdout.
+
+Torch-backed modules are imported inside the commands, so ``weightshare --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
+
+import typer
+from typer.core import TyperGroup
+
+from . import __version__
+from .space import SearchSpace, SubnetConfig
+
+if TYPE_CHECKING:
+    from .models import SuperNet
+
+__all__ = [
+    "USER_ERRORS",
+    "app",
+    "build_supernet",
+    "emit_json",
+    "fmt_count",
+    "main",
+    "parse_overrides",
+    "parse_subnet",
+]
+
+DEFAULT_SUPERNET = "ofa_mbv3_small"
+
+# Exceptions that mean "the user asked for something wrong", by dotted name so this
+# module need not import torch to know them. Extend it for new library errors.
+USER_ERRORS: list[str] = [
+    "builtins.ValueError",
+    "builtins.FileNotFoundError",
+    "builtins.FileExistsError",
+    "builtins.IsADirectoryError",
+    "builtins.NotADirectoryError",
+    "builtins.PermissionError",
+    "weightshare.checkpoint.CheckpointError",
+    "weightshare.data.DatasetError",
+    "weightshare.export.ExportError",
+]
+
+
+def _is_user_error(err: BaseException) -> bool:
+    names = {f"{c.__module__}.{c.__qualname__}" for c in type(err).__mro__}
+    return not names.isdisjoint(USER_ERRORS)
+
+
+def _error_message(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        return f"{err.strerror}: {err.filename}"
+    return str(err).strip() or type(err).__name__
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: message`` to stderr and exit with code 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+class _Group(TyperGroup):
+    """The root group: turns user errors from any command (or subgroup) into one line."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except Exception as err:
+            if not _is_user_error(err):
+                raise
+            fail(_error_message(err))
+
+
+app = typer.Typer(
+    name="weightshare",
+    cls=_Group,
+    rich_markup_mode="markdown",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"weightshare {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Weight-shared SuperNets: inspect a search space, sample and cost SubNets, make
+    checkpoints and export SubNets to ONNX.
+
+    Run `weightshare COMMAND --help` for a command's options and an example.
+    """
+
+
+def main() -> None:
+    """Console-script entry point (``weightshare = "weightshare.cli:main"``)."""
+    app()
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared options
+# ---------------------------------------------------------------------------------------------
+
+SupernetOpt = Annotated[
+    str,
+    typer.Option(
+        "--supernet", "-s", metavar="NAME",
+        help="Registered SuperNet name (see `weightshare space --list`).",
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set", metavar="KEY=VALUE",
+        help="Override a SuperNet constructor argument; repeatable. VALUE is read as JSON "
+        "when it parses (0.5, [3,5], true), else as a string.",
+    ),
+]
+SubnetOpt = Annotated[
+    str,
+    typer.Option(
+        "--subnet", metavar="SUBNET",
+        help="SubnetConfig as JSON text, a file holding that JSON, or 'largest' / 'smallest'.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON only.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+ExporterOpt = Annotated[
+    Literal["dynamo", "torchscript"],
+    typer.Option(
+        "--exporter",
+        help="ONNX exporter: dynamo (torch.export based, PyTorch's default) or torchscript "
+        "(older tracer, faster).",
+    ),
+]
+OpsetOpt = Annotated[int, typer.Option("--opset", min=7, help="ONNX opset version.")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers (library calls plus argument parsing; shared by commands)
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, Any]:
+    """``["width_mult=0.5", "kernel_choices=[3,5]"]`` -> ``{"width_mult": 0.5, ...}``."""
+    out: dict[str, Any] = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(text)
+        except json.JSONDecodeError:
+            out[key] = text
+    return out
+
+
+def build_supernet(name: str, overrides: list[str] | None = None, *, seed: int | None = None
+                   ) -> SuperNet:
+    """Create registered SuperNet `name` with ``--set`` overrides (weights seeded if `seed`)."""
+    import torch
+
+    from .models import create_supernet
+
+    kwargs = parse_overrides(overrides)
+    if seed is not None:
+        torch.manual_seed(seed)
+    try:
+        return create_supernet(name, **kwargs)
+    except TypeError as err:  # a --set value of the wrong type reaches the constructor
+        raise ValueError(f"cannot build SuperNet {name!r} with {kwargs}: {err}") from None
+
+
+def parse_subnet(text: str, space: SearchSpace) -> SubnetConfig:
+    """A validated SubnetConfig from ``--subnet``: JSON text, a JSON file, 'largest', 'smallest'."""
+    word = text.strip()
+    if word.lower() == "largest":
+        return space.largest()
+    if word.lower() == "smallest":
+        return space.smallest()
+    if word.startswith("{"):
+        cfg = SubnetConfig.from_json(word)
+    else:
+        path = Path(word).expanduser()
+        if not path.is_file():
+            raise ValueError(
+                f"--subnet {text!r} is neither a JSON object, an existing file, 'largest' nor "
+                "'smallest'"
+            )
+        try:
+            cfg = SubnetConfig.from_json(path.read_text())
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+    return space.validate(cfg)
+
+
+def fmt_count(n: float) -> str:
+    """Three significant digits with a K/M/G unit: 59425440 -> '59.4 M', 1397354 -> '1.40 M'."""
+    for scale, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            v = n / scale
+            return f"{v:.{max(0, 2 - int(math.floor(math.log10(abs(v)))))}f} {unit}"
+    return f"{n:g}"
+
+
+def fmt_cost(cost: Any) -> str:
+    return f"{fmt_count(cost.macs)} MACs, {fmt_count(cost.params)} params"
+
+
+def emit_json(obj: Any) -> None:
+    """Print one JSON document on stdout (tuples become lists, odd values strings)."""
+    typer.echo(json.dumps(obj, default=str))
+
+
+def quiet_exporter_logs() -> None:
+    """Hide torch.onnx's log warnings (e.g. "torchvision is not installed") from CLI output."""
+    import logging
+
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+
+
+def _fmt_shape(shape: Any) -> str:
+    return "x".join(str(int(s)) for s in shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------------------
+
+
+@app.command()
+def space(
+    supernet: SupernetOpt = DEFAULT_SUPERNET,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+    list_: Annotated[
+        bool, typer.Option("--list", help="List the registered SuperNets and exit.")
+    ] = False,
+) -> None:
+    """Describe a SuperNet's search space: its choices, number of SubNets, and the MACs and
+    parameters of its smallest and largest SubNet.
+
+    --set changes the space before it is described (e.g. fewer kernel choices); --list shows
+    the registered SuperNets instead.
+
+    Example:
+
+        weightshare space --set kernel_choices=[3,5] --json
+    """
+    from .models import list_supernets, supernet_description
+
+    if list_:
+        rows = [{"name": n, "description": supernet_description(n)} for n in list_supernets()]
+        if as_json:
+            emit_json(rows)
+        else:
+            width = max(len(r["name"]) for r in rows)
+            for r in rows:
+                typer.echo(f"{r['name']:<{width}}  {r['description']}")
+        return
+
+    net = build_supernet(supernet, set_)
+    sp = net.space
+    ends = {}
+    for which, cfg in (("smallest", sp.smallest()), ("largest", sp.largest())):
+        ends[which] = (cfg, net.cost(cfg))
+    if as_json:
+        emit_json({
+            "supernet": supernet,
+            "description": supernet_description(supernet),
+            "config": net.config,
+            "space": sp.to_dict(),
+            "summary": sp.summary(),
+            "size": sp.size(),
+            "input_shape": list(net.input_shape()),
+            **{w: {"subnet": cfg.to_dict(), **cost.to_dict()} for w, (cfg, cost) in ends.items()},
+        })
+        return
+    typer.echo(f"{supernet}: {supernet_description(supernet)}")
+    typer.echo(f"space:       {sp.summary()}")
+    typer.echo(f"SubNets:     {sp.size():,}")
+    for which, (cfg, cost) in ends.items():
+        typer.echo(f"{which + ':':<12} {fmt_cost(cost)}  {cfg.to_json()}")
+    typer.echo(f"input shape: {_fmt_shape(net.input_shape())} (channels x height x width)")
+
+
+@app.command()
+def sample(
+    supernet: SupernetOpt = DEFAULT_SUPERNET,
+    set_: SetOpt = None,
+    n: Annotated[int, typer.Option("-n", "--num", min=0, help="How many SubNets.")] = 1,
+    seed: SeedOpt = 0,
+) -> None:
+    """Print random SubNets of the space, one SubnetConfig JSON per line.
+
+    The same --seed gives the same lines. Each line can be passed to --subnet.
+
+    Example:
+
+        weightshare sample -n 5 --seed 1
+    """
+    sp = build_supernet(supernet, set_).space
+    rng = random.Random(seed)
+    for _ in range(n):
+        typer.echo(sp.sample(rng).to_json())
+
+
+@app.command()
+def cost(
+    subnet: SubnetOpt,
+    supernet: SupernetOpt = DEFAULT_SUPERNET,
+    set_: SetOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print the MACs and parameters of one SubNet (analytic, batch 1, at its resolution).
+
+    MACs count convolutions and linear layers; both numbers equal those of the extracted
+    model. --json prints {"macs": int, "params": int}.
+
+    Example:
+
+        weightshare cost --subnet largest --json
+    """
+    net = build_supernet(supernet, set_)
+    c = net.cost(parse_subnet(subnet, net.space))
+    if as_json:
+        emit_json(c.to_dict())
+    else:
+        typer.echo(fmt_cost(c))
+
+
+@app.command()
+def init(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="CKPT", help="Checkpoint file to write.")
+    ],
+    supernet: SupernetOpt = DEFAULT_SUPERNET,
+    set_: SetOpt = None,
+    seed: SeedOpt = 0,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing file.")] = False,
+) -> None:
+    """Write a randomly initialised SuperNet checkpoint (a starting point for training,
+    or something to export and test with).
+
+    Refuses to overwrite an existing file unless --force is given.
+
+    Example:
+
+        weightshare init --seed 0 -o supernet.pt
+    """
+    from .checkpoint import save_checkpoint
+
+    if output.exists() and not force:
+        raise FileExistsError(f"{output} exists; pass --force to overwrite it")
+    net = build_supernet(supernet, set_, seed=seed)
+    path = save_checkpoint(output, net, meta={"created_by": "weightshare init", "seed": seed})
+    typer.echo(f"wrote {path} ({supernet}, seed {seed}, {path.stat().st_size:,} bytes)")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[
+        Path, typer.Option("--checkpoint", "-c", metavar="CKPT", help="SuperNet checkpoint.")
+    ],
+    subnet: SubnetOpt,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FILE.onnx", help="ONNX file to write.")
+    ],
+    exporter: ExporterOpt = "dynamo",
+    opset: OpsetOpt = 18,
+    as_json: JsonOpt = False,
+) -> None:
+    """Extract one SubNet from a checkpoint and export it to ONNX.
+
+    The file is checked with onnx.checker and run with onnxruntime against PyTorch;
+    success is only reported once they agree.
+
+    Example:
+
+        weightshare export -c supernet.pt --subnet smallest -o smallest.onnx
+    """
+    from .checkpoint import load_checkpoint
+    from .export import export_onnx
+
+    quiet_exporter_logs()
+    net = load_checkpoint(checkpoint).supernet
+    cfg = parse_subnet(subnet, net.space)
+    c = net.cost(cfg)
+    report = export_onnx(net.extract(cfg), output, net.input_shape(cfg), opset=opset,
+                         exporter=exporter)
+    if as_json:
+        emit_json({**report.to_dict(), "exporter": exporter, "subnet": cfg.to_dict(),
+                   **c.to_dict()})
+        return
+    typer.echo(f"exported {report.path} ({report.bytes:,} bytes, opset {report.opset}, "
+               f"{exporter})")
+    typer.echo(f"verified with onnxruntime: max |diff| vs PyTorch {report.max_abs_diff:.3g}")
+    typer.echo(f"SubNet: {fmt_cost(c)}, input {_fmt_shape(report.input_shape)}")
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", metavar="DIR",
+                     help="Folder with the Fashion-MNIST IDX files (default: the system copy "
+                     "or $WEIGHTSHARE_DATA)."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option("--out", metavar="DIR", help="Where to write the checkpoint and ONNX.")
+    ] = Path("demo_out"),
+    exporter: ExporterOpt = "dynamo",
+) -> None:
+    """A quick tour on real data: build the default SuperNet, run its smallest and largest
+    SubNet on 256 Fashion-MNIST test images, save a checkpoint, export to ONNX.
+
+    The weights are untrained (training comes later), so predictions are random.
+
+    Example:
+
+        weightshare demo --out demo_out
+    """
+    import torch
+
+    from .checkpoint import save_checkpoint
+    from .data import load_dataset, normalize
+    from .export import export_onnx
+    from .models import supernet_description
+
+    quiet_exporter_logs()
+    steps = 7
+
+    def step(i: int, text: str) -> None:
+        typer.echo(f"[{i}/{steps}] {text}")
+
+    net = build_supernet(DEFAULT_SUPERNET, seed=0).eval()
+    step(1, f"built {DEFAULT_SUPERNET}: {supernet_description(DEFAULT_SUPERNET)}")
+    step(2, f"search space: {net.space.summary()}")
+
+    t0 = time.perf_counter()
+    ds = load_dataset("fashion-mnist", root=data_dir)
+    step(3, f"loaded Fashion-MNIST: {len(ds.train):,} train / {len(ds.calib):,} calib / "
+            f"{len(ds.test):,} test images of {ds.in_channels}x{ds.image_size}x{ds.image_size} "
+            f"({time.perf_counter() - t0:.1f} s)")
+
+    x = normalize(ds.test.images[:256], ds.mean, ds.std)
+    for i, which in ((4, "smallest"), (5, "largest")):
+        cfg = getattr(net.space, which)()
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            y = net(x, cfg)
+        dt = time.perf_counter() - t0
+        c = net.cost(cfg)
+        step(i, f"{which} SubNet ({fmt_count(c.macs)} MACs per image, {fmt_count(c.params)} "
+                f"params): {_fmt_shape(x.shape)} images -> logits {_fmt_shape(y.shape)} "
+                f"in {dt:.2f} s")
+
+    ckpt = save_checkpoint(out / "supernet_init.pt", net,
+                           meta={"created_by": "weightshare demo", "seed": 0})
+    step(6, f"saved checkpoint {ckpt} ({ckpt.stat().st_size:,} bytes)")
+
+    smallest = net.space.smallest()
+    t0 = time.perf_counter()
+    report = export_onnx(net.extract(smallest), out / "smallest.onnx", net.input_shape(smallest),
+                         exporter=exporter)
+    step(7, f"exported smallest SubNet to {report.path} ({report.bytes:,} bytes, {exporter}), "
+            f"verified with onnxruntime: max |diff| {report.max_abs_diff:.3g} "
+            f"({time.perf_counter() - t0:.1f} s)")
+
+
+if __name__ == "__main__":  # python -m weightshare.cli
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The typed description of a training run, loaded from YAML presets with overrides.
+
+`TrainConfig.load("small", ["epochs=4", "method=bignas"])` reads
+`configs/train/small.yaml` (or any YAML path), applies `key=value` overrides
+(values parsed as YAML, so `supernet_args={width_mult: 0.5}` works) and
+validates the result in `__post_init__`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["TrainConfig", "PRESETS_DIR", "list_presets"]
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+@dataclass
+class TrainConfig:
+    # what to train, on what
+    method: str = "deps"                 # deps | ofa | bignas | compofa | full
+    sampler: str = "uniform"             # uniform | compound (CompOFA coupling)
+    supernet: str = "ofa_mbv3_small"
+    supernet_args: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    dataset_args: dict[str, Any] = field(default_factory=dict)  # e.g. synthetic sizes
+    train_subset: int | None = None      # images of the training split to use (None = all)
+    test_subset: int | None = None
+    calib_size: int = 2000               # held-out training images for BN recalibration
+    augment: bool = True                 # random crop (+ flip where the data allows it)
+    # optimisation (DepS: SGD nesterov 0.9, wd 3e-5, one cosine over the run)
+    epochs: int = 10
+    batch_size: int = 128                # global batch (split across DDP ranks)
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 3e-5
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.1
+    dropout: float = 0.1                 # on the largest SubNet's classifier input
+    grad_clip: float | None = None
+    # DepS / sandwich
+    shrink_at: float = 0.5               # fraction of the run trained on the largest alone
+    beta_ramp_epochs: float | None = None  # epsilon-shrinking warm-up; None = 5% of epochs
+    beta_epsilon: float = 1e-3
+    num_random: int = 2                  # random SubNets per sandwich step
+    kd_ratio: float = 1.0                # OFA: weight of KD from the fixed teacher
+    # evaluation
+    eval_spread: int = 12                # SubNets spread in MACs besides the 4 corners
+    eval_seed: int = 0
+    eval_every: int = 0                  # epochs between corner evaluations (0: at the end)
+    # operations
+    seed: int = 0
+    device: str = "auto"                 # auto | cpu | cuda | cuda:N
+    out: str = "runs/train"
+    save_every_steps: int = 0            # extra mid-epoch checkpoints (0: per epoch only)
+    max_steps: int | None = None         # stop early (smoke tests); schedules still use the full run
+    tensorboard: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        from ..models import list_supernets
+        from .methods import method_names
+        from .samplers import SAMPLERS
+
+        if self.method not in method_names():
+            raise ValueError(f"method={self.method!r}; choose from {method_names()}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler={self.sampler!r}; choose from {sorted(SAMPLERS)}")
+        if self.supernet not in list_supernets():
+            raise ValueError(f"supernet={self.supernet!r}; registered: {list_supernets()}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch_size must be >= 1")
+        if not 0.0 <= self.shrink_at <= 1.0:
+            raise ValueError(f"shrink_at={self.shrink_at} must be a fraction in [0, 1]")
+        if self.lr <= 0:
+            raise ValueError(f"lr={self.lr} must be positive")
+
+    @property
+    def beta_ramp(self) -> float:
+        return 0.05 * self.epochs if self.beta_ramp_epochs is None else self.beta_ramp_epochs
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**data)
+
+    @classmethod
+    def load(cls, preset: str | Path | None = None, overrides: list[str] | None = None,
+             **kwargs: Any) -> TrainConfig:
+        """A preset name (configs/train/NAME.yaml) or YAML path, then `key=value` overrides."""
+        data: dict[str, Any] = {}
+        if preset is not None:
+            path = Path(preset)
+            if not path.suffix:
+                path = PRESETS_DIR / f"{preset}.yaml"
+            if not path.is_file():
+                raise ValueError(f"no training preset {preset!r}; presets: {list_presets()}")
+            data = yaml.safe_load(path.read_text()) or {}
+        for item in overrides or []:
+            if "=" not in item:
+                raise ValueError(f"override {item!r} is not KEY=VALUE")
+            key, value = item.split("=", 1)
+            data[key.strip()] = yaml.safe_load(value)
+        data.update({k: v for k, v in kwargs.items() if v is not None})
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,341 @@
+"""The one training loop every method shares: plan a step, run its tasks, one optimizer step.
+
+Also: checkpoints after every epoch (atomic; `resume=True` continues a killed
+run and reaches the same weights, because data order, augmentation, SubNet
+sampling and dropout are all functions of (seed, step)), DDP under torchrun
+(gradients all-reduced by hand after the step's several backward passes, BN
+statistics synchronised across ranks so 2 ranks compute what 1 would), cost
+accounting in MACs, a tqdm bar, a JSONL log and TensorBoard scalars.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..data import Dataset, Loader, load_dataset
+from ..models import SuperNet, create_supernet
+from ..space import SubnetConfig
+from . import distributed as dist
+from .config import TrainConfig
+from .evaluate import accuracy, evaluate_subnets, evaluation_subnets, recalibrate
+from .methods import MethodSettings, StepPlan, make_method
+
+__all__ = ["train", "TrainResult", "build_supernet", "step_seed"]
+
+
+@dataclass
+class TrainResult:
+    supernet: SuperNet
+    out_dir: Path
+    summary: dict[str, Any]
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """A reproducible per-step seed: sampling and dropout do not depend on where a run resumed."""
+    return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**63 - 1)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device=cuda asked for, but torch sees no CUDA device")
+    if name == "cuda" and dist.world_size() > 1:
+        name = f"cuda:{dist.local_rank()}"
+    return torch.device(name)
+
+
+def build_supernet(cfg: TrainConfig, data: Dataset) -> SuperNet:
+    args = {"num_classes": data.num_classes, "in_channels": data.in_channels,
+            "resolution": data.image_size, **cfg.supernet_args}
+    return create_supernet(cfg.supernet, **args)
+
+
+def _param_groups(net: SuperNet, weight_decay: float) -> list[dict]:
+    # OFA / DepS exclude BN affine parameters and biases from weight decay.
+    decay, no_decay = [], []
+    for name, p in net.named_parameters():
+        (no_decay if p.dim() <= 1 or name.endswith("bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _soft_ce(logits: Tensor, target_probs: Tensor) -> Tensor:
+    return torch.sum(-target_probs * F.log_softmax(logits, dim=1), dim=1).mean()
+
+
+class _Runner:
+    """Executes StepPlans on one SuperNet; holds what the plans refer to (teacher, optimizer)."""
+
+    def __init__(self, cfg: TrainConfig, net: SuperNet, data: Dataset, device: torch.device) -> None:
+        self.cfg, self.net, self.data, self.device = cfg, net, data, device
+        self.optimizer = torch.optim.SGD(_param_groups(net, cfg.weight_decay), lr=cfg.lr,
+                                         momentum=cfg.momentum,
+                                         nesterov=cfg.nesterov and cfg.momentum > 0)
+        self.teacher: SuperNet | None = None
+        self._macs: dict[SubnetConfig, int] = {}
+
+    def macs(self, subnet: SubnetConfig) -> int:
+        if subnet not in self._macs:
+            self._macs[subnet] = self.net.cost(subnet).macs
+        return self._macs[subnet]
+
+    def freeze_teacher(self) -> None:
+        self.teacher = copy.deepcopy(self.net).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def run(self, plan: StepPlan, x: Tensor, y: Tensor, step: int) -> tuple[float, float]:
+        """One optimizer step; returns (loss of the first task, training MACs spent)."""
+        if plan.freeze_teacher:
+            self.freeze_teacher()
+        if plan.reorder:
+            self.net.reorder_channels(self.optimizer)
+        for group in self.optimizer.param_groups:
+            group["lr"] = plan.lr
+        torch.manual_seed(step_seed(self.cfg.seed, step, dist.rank()))  # dropout masks
+        self.net.train()
+        batch = len(y) * dist.world_size()
+        spent = 0.0
+        soft: Tensor | None = None
+        teacher_soft: Tensor | None = None
+        first_loss = 0.0
+        for i, task in enumerate(plan.tasks):
+            logits = self.net(x, task.subnet, dropout=task.dropout)
+            if task.loss == "ce":
+                loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+            elif task.loss == "kd_inplace":
+                if soft is None:
+                    raise RuntimeError("in-place KD needs the largest SubNet as the step's first task")
+                loss = _soft_ce(logits, soft)
+            elif task.loss == "kd_teacher":
+                if teacher_soft is None:
+                    teacher_soft = self._teacher_probs(x)
+                    spent += self.macs(self.net.space.largest()) * batch
+                loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+                loss = loss + self.cfg.kd_ratio * _soft_ce(logits, teacher_soft)
+            else:
+                raise ValueError(f"unknown loss {task.loss!r}")
+            if i == 0:
+                first_loss = float(loss.detach())
+                soft = F.softmax(logits.detach(), dim=1)
+            if task.weight > 0:
+                (task.weight * loss).backward()
+                spent += 3 * self.macs(task.subnet) * batch  # forward + backward ~ 3x forward
+            else:
+                spent += self.macs(task.subnet) * batch
+        dist.all_reduce_grads(self.net)
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return first_loss, spent
+
+    @torch.no_grad()
+    def _teacher_probs(self, x: Tensor) -> Tensor:
+        if self.teacher is None:
+            raise RuntimeError("KD from a fixed teacher requested before the teacher was frozen")
+        return F.softmax(self.teacher(x, self.teacher.space.largest()), dim=1)
+
+
+class _Log:
+    """JSONL + TensorBoard, rank 0 only; appends so a resumed run keeps one log."""
+
+    def __init__(self, out: Path, tensorboard: bool) -> None:
+        self.enabled = dist.rank() == 0
+        # line-buffered: `tail -f log.jsonl` and a killed run keep every finished step
+        self.file = open(out / "log.jsonl", "a", buffering=1) if self.enabled else None  # noqa: SIM115
+        self.tb = None
+        if self.enabled and tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+
+    def write(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        if self.tb is not None and "step" in record:
+            for k, v in record.items():
+                if isinstance(v, int | float) and k != "step":
+                    self.tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, record["step"])
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _settings(cfg: TrainConfig, steps_per_epoch: int) -> MethodSettings:
+    return MethodSettings(
+        lr=cfg.lr,
+        warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
+        dropout=cfg.dropout,
+        shrink_at=cfg.shrink_at,
+        beta_ramp_steps=round(cfg.beta_ramp * steps_per_epoch),
+        beta_epsilon=cfg.beta_epsilon,
+        num_random=cfg.num_random,
+        sampler=cfg.sampler,
+    )
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": list(random.getstate()[1]), "torch": torch.get_rng_state()}
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None) -> TrainResult:
+    """Train a SuperNet with `cfg.method`; checkpoints and logs go to `cfg.out`."""
+    dist.setup()
+    device = pick_device(cfg.device)
+    out = Path(cfg.out)
+    ckpt_path = out / "checkpoint.pt"
+    if dist.rank() == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume and ckpt_path.exists():
+            raise FileExistsError(
+                f"{ckpt_path} exists: pass --resume to continue it, or choose another --out"
+            )
+    if data is None:
+        data = load_dataset(cfg.dataset, cfg.data_dir, calib_size=cfg.calib_size, seed=cfg.seed,
+                            train_subset=cfg.train_subset, test_subset=cfg.test_subset,
+                            **cfg.dataset_args)
+    torch.manual_seed(cfg.seed)
+    net = build_supernet(cfg, data)
+    loader = Loader(data.train, data, cfg.batch_size // dist.world_size(), train=True,
+                    seed=cfg.seed, augment=cfg.augment, device=device, rank=dist.rank(), world_size=dist.world_size())
+    spe = len(loader)
+    total = cfg.epochs * spe
+    plan_step = make_method(cfg.method, _settings(cfg, spe))
+    start_step, history, train_macs, wall = 0, [], 0.0, 0.0
+    teacher_state = None
+    runner: _Runner
+    if resume and ckpt_path.exists():
+        ck = load_checkpoint(ckpt_path)
+        net = ck.supernet
+        state = ck.train_state
+        if state.get("config", {}).get("method") not in (None, cfg.method):
+            raise ValueError(f"{ckpt_path} was trained with method {state['config']['method']!r}")
+        start_step = int(state.get("step", 0))
+        history = list(state.get("history", []))
+        train_macs = float(state.get("train_macs", 0.0))
+        wall = float(state.get("wall_s", 0.0))
+        teacher_state = state.get("teacher")
+    net.to(device)
+    dist.broadcast_model(net)
+    runner = _Runner(cfg, net, data, device)
+    if resume and ckpt_path.exists():
+        runner.optimizer.load_state_dict(ck.train_state["optimizer"])
+        if teacher_state is not None:
+            runner.teacher = copy.deepcopy(net)
+            runner.teacher.load_state_dict(teacher_state)
+            runner.teacher.eval().requires_grad_(False)
+    log = _Log(out, cfg.tensorboard)
+    last = total if cfg.max_steps is None else min(total, cfg.max_steps)
+    bar = None
+    if cfg.progress and dist.rank() == 0:
+        from tqdm import tqdm
+
+        bar = tqdm(total=last, initial=min(start_step, last), desc=f"{cfg.method}", unit="step",
+                   dynamic_ncols=True)
+
+    final_state: dict[str, Any] = {}
+
+    def checkpoint(step: int) -> None:
+        state = {
+            "step": step, "epoch": step // spe, "steps_per_epoch": spe, "total_steps": total,
+            "config": cfg.to_dict(), "optimizer": runner.optimizer.state_dict(),
+            "history": history, "train_macs": train_macs, "wall_s": wall,
+            "rng": _rng_state(),
+            "teacher": runner.teacher.state_dict() if runner.teacher is not None else None,
+        }
+        final_state.update(state)
+        if dist.rank() == 0:
+            save_checkpoint(ckpt_path, net, train_state=state, meta={"method": cfg.method})
+        dist.barrier()
+
+    step = start_step
+    epoch_macs = 0.0
+    t_start = time.perf_counter()
+    wall_base = wall
+    try:
+        while step < last:
+            epoch, batch_in_epoch = divmod(step, spe)
+            loader.set_epoch(epoch, start_batch=batch_in_epoch)
+            for x, y in loader:
+                plan = plan_step(step, total, net.space, random.Random(step_seed(cfg.seed, step)))
+                loss, spent = runner.run(plan, x, y, step)
+                train_macs += spent
+                epoch_macs += spent
+                wall = wall_base + time.perf_counter() - t_start
+                step += 1
+                log.write({"kind": "train", "step": step, "epoch": epoch, "phase": plan.phase,
+                           "loss": loss, "lr": plan.lr, "beta": plan.beta,
+                           "subnets": len(plan.tasks), "train_macs": train_macs, "wall_s": wall})
+                if bar is not None:
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{plan.lr:.4f}", phase=plan.phase,
+                                    beta=f"{plan.beta:.2f}")
+                    bar.update(1)
+                end_of_epoch = step % spe == 0
+                if cfg.save_every_steps and step % cfg.save_every_steps == 0 and not end_of_epoch:
+                    checkpoint(step)
+                if end_of_epoch or step >= last:
+                    break
+            if step % spe == 0 or step >= last:
+                dist.sync_buffers(net)
+                record = {"kind": "epoch", "step": step, "epoch": (step - 1) // spe,
+                          "epoch_train_macs": epoch_macs, "train_macs": train_macs, "wall_s": wall}
+                if cfg.eval_every and (step // spe) % cfg.eval_every == 0 and step < total:
+                    record.update(_corner_eval(net, data, device))
+                history.append(record)
+                log.write(record)
+                epoch_macs = 0.0
+                checkpoint(step)
+    finally:
+        if bar is not None:
+            bar.close()
+    summary: dict[str, Any] = {"method": cfg.method, "steps": step, "total_steps": total,
+                               "epochs": cfg.epochs, "train_macs": train_macs, "wall_s": wall,
+                               "history": history, "config": cfg.to_dict()}
+    if step >= total and dist.rank() == 0:
+        subnets = evaluation_subnets(net, cfg.eval_spread, cfg.eval_seed)
+        rows = evaluate_subnets(net, subnets, data, device=device, progress=cfg.progress)
+        summary["eval"] = rows
+        summary.update(_summarise(rows, net))
+        # Same training state, now with every evaluated SubNet's own BN statistics.
+        save_checkpoint(ckpt_path, net, train_state=final_state, meta={"method": cfg.method})
+        (out / "results.json").write_text(json.dumps(summary, indent=1))
+        log.write({"kind": "final", **{k: v for k, v in summary.items() if k not in ("eval", "history", "config")}})
+    log.close()
+    dist.barrier()
+    return TrainResult(net, out, summary)
+
+
+def _summarise(rows: list[dict], net: SuperNet) -> dict[str, Any]:
+    by_json = {SubnetConfig.from_dict(r["subnet"]): r["acc"] for r in rows}
+    sp = net.space
+    return {"acc": {"smallest": by_json.get(sp.smallest()), "largest": by_json.get(sp.largest()),
+                    "mean": sum(r["acc"] for r in rows) / len(rows)}}
+
+
+def _corner_eval(net: SuperNet, data: Dataset, device: torch.device) -> dict[str, float]:
+    """Accuracy of the smallest and largest SubNet after recalibration (a quick progress check)."""
+    out = {}
+    saved = dict(net.subnet_norms)
+    for name, cfg in (("acc_smallest", net.space.smallest()), ("acc_largest", net.space.largest())):
+        recalibrate(net, cfg, data, device=device)
+        out[name] = accuracy(net, cfg, data, device=device)
+    net.subnet_norms.clear()
+    net.subnet_norms.update(saved)
+    return out
