@@ -128,8 +128,8 @@ def _root(
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
-    """Weight-shared SuperNets: inspect a search space, sample and cost SubNets, make
-    checkpoints and export SubNets to ONNX.
+    """Weight-shared SuperNets: train one SuperNet for all its SubNets (DepS), inspect and
+    cost SubNets, evaluate them, make checkpoints and export SubNets to ONNX.
 
     Run `weightshare COMMAND --help` for a command's options and an example.
     """
@@ -510,6 +510,129 @@ def demo(
     step(7, f"exported smallest SubNet to {report.path} ({report.bytes:,} bytes, {exporter}), "
             f"verified with onnxruntime: max |diff| {report.max_abs_diff:.3g} "
             f"({time.perf_counter() - t0:.1f} s)")
+
+
+def _print_eval_table(rows: list[dict[str, Any]]) -> None:
+    typer.echo(f"{'MACs':>10}  {'params':>9}  {'top-1 %':>7}  SubNet")
+    for r in sorted(rows, key=lambda r: r["macs"]):
+        cfg = SubnetConfig.from_dict(r["subnet"])
+        typer.echo(f"{fmt_count(r['macs']):>10}  {fmt_count(r['params']):>9}  {r['acc']:7.2f}  "
+                   f"{cfg.to_json()}")
+
+
+@app.command()
+def train(
+    preset: Annotated[
+        str, typer.Option("--preset", "-p", metavar="NAME|FILE",
+                          help="Training preset (tiny, demo, small, full) or a YAML file."),
+    ] = "small",
+    method: Annotated[
+        str | None, typer.Option("--method", "-m",
+                                 help="deps | ofa | bignas | compofa | full (default: preset's).")
+    ] = None,
+    sampler: Annotated[
+        str | None, typer.Option("--sampler", help="uniform | compound (CompOFA coupling).")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Epochs to train.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", metavar="DIR",
+                                  help="Run folder (checkpoint.pt, log.jsonl, results.json).")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", metavar="DIR", help="Dataset folder.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")
+    ] = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
+    ] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", metavar="KEY=VALUE",
+                     help="Override any training option (YAML value), e.g. lr=0.2, "
+                     "supernet_args={width_mult: 0.5}; repeatable."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a SuperNet once for all its SubNets: DepS (default) or a baseline.
+
+    Checkpoints after every epoch (`--resume` continues a killed run exactly), logs
+    every step to log.jsonl and TensorBoard, then recalibrates BN and evaluates the
+    fixed evaluation set (4 corners + SubNets spread in MACs); their statistics are
+    saved in the checkpoint for serving. Under `torchrun --nproc-per-node N` it
+    trains data-parallel.
+
+    Example:
+
+        weightshare train --preset small --method deps --out runs/deps
+    """
+    from .train import TrainConfig
+    from .train import train as run_training
+
+    cfg = TrainConfig.load(
+        preset, overrides, method=method, sampler=sampler, epochs=epochs,
+        out=str(out) if out else None, data_dir=str(data_dir) if data_dir else None,
+        device=device,
+    )
+    if out is None and not any(o.startswith("out=") for o in overrides or []):
+        cfg = cfg.replace(out=f"runs/{cfg.method}")
+    if as_json:
+        cfg = cfg.replace(progress=False)
+    result = run_training(cfg, resume=resume)
+    summary = result.summary
+    if as_json:
+        emit_json({k: v for k, v in summary.items() if k != "history"})
+        return
+    typer.echo(f"trained {cfg.method} for {summary['steps']} steps in {summary['wall_s']:.0f} s "
+               f"({summary['train_macs'] / 1e12:.2f} T training MACs)")
+    if "eval" in summary:
+        _print_eval_table(summary["eval"])
+        acc = summary["acc"]
+        typer.echo(f"smallest {acc['smallest']:.2f} %, largest {acc['largest']:.2f} %, "
+                   f"mean {acc['mean']:.2f} % over {len(summary['eval'])} SubNets")
+    typer.echo(f"checkpoint: {result.out_dir / 'checkpoint.pt'}")
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", metavar="CKPT")],
+    subnet: Annotated[
+        list[str] | None,
+        typer.Option("--subnet", metavar="SUBNET",
+                     help="SubNet(s) to evaluate (JSON, file, largest, smallest); repeatable. "
+                     "Default: the fixed evaluation set (4 corners + 12 spread in MACs)."),
+    ] = None,
+    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name.")] = "fashion-mnist",
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", metavar="DIR")] = None,
+    save: Annotated[
+        bool, typer.Option("--save/--no-save",
+                           help="Store the recalibrated BN statistics back in the checkpoint.")
+    ] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recalibrate BN on 2000 held-out training images, then report test top-1 per SubNet.
+
+    Example:
+
+        weightshare evaluate -c runs/deps/checkpoint.pt --subnet smallest --subnet largest
+    """
+    from .checkpoint import load_checkpoint, save_checkpoint
+    from .data import load_dataset
+    from .train import evaluate_subnets, evaluation_subnets
+
+    ck = load_checkpoint(checkpoint)
+    net = ck.supernet
+    data = load_dataset(dataset, data_dir)
+    cfgs = ([parse_subnet(s, net.space) for s in subnet] if subnet
+            else evaluation_subnets(net))
+    rows = evaluate_subnets(net, cfgs, data, progress=not as_json)
+    if save:
+        save_checkpoint(checkpoint, net, train_state=ck.train_state, meta=ck.meta)
+    if as_json:
+        emit_json(rows)
+    else:
+        _print_eval_table(rows)
 
 
 if __name__ == "__main__":  # python -m weightshare.cli

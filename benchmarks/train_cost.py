@@ -1,0 +1,157 @@
+"""Training cost vs accuracy of DepS and its baselines, in one run on this machine.
+
+Trains `deps`, `bignas`, `ofa` and `full` with epochs in the papers' proportions
+(DepS 270 : BigNAS 400 : OFA 605; `full` gets DepS's epochs), then DepS again at
+the training MACs OFA used. Every method is evaluated on the same evaluation set
+(4 corners + 12 SubNets spread in MACs, after BN recalibration).
+
+Each method trains in its own run folder and is resumable: rerunning the same
+command skips finished methods and resumes an interrupted one. Results:
+benchmarks/results/train_cost.{json,md,png}.
+
+    python benchmarks/train_cost.py --preset small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS_DIR, machine_info, markdown_table, save_plot, write_results  # noqa: E402
+
+from weightshare.train import PAPER_EPOCHS, TrainConfig, train  # noqa: E402
+
+DEPS_AT_OFA = "deps@ofa-compute"
+
+
+def run_method(name: str, cfg: TrainConfig) -> dict[str, Any]:
+    """Train (or resume, or reuse) one run; return its results.json content."""
+    out = Path(cfg.out)
+    done = out / "results.json"
+    if done.exists():
+        print(f"[{name}] reusing {done}", flush=True)
+        return json.loads(done.read_text())
+    resume = (out / "checkpoint.pt").exists()
+    print(f"[{name}] {'resuming' if resume else 'training'} {cfg.method} for {cfg.epochs} epochs "
+          f"-> {out}", flush=True)
+    t0 = time.perf_counter()
+    result = train(cfg, resume=resume)
+    print(f"[{name}] done in {time.perf_counter() - t0:.0f} s: acc {result.summary.get('acc')}",
+          flush=True)
+    return result.summary
+
+
+def method_entry(summary: dict[str, Any]) -> dict[str, Any]:
+    rows = sorted(summary["eval"], key=lambda r: r["macs"])
+    return {
+        "epochs": summary["epochs"],
+        "train_macs": summary["train_macs"],
+        "wall_s": summary["wall_s"],
+        "acc": summary["acc"],
+        "curve": [[r["macs"], r["acc"]] for r in rows],
+    }
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, m in results["methods"].items():
+        xs = [c[0] / 1e6 for c in m["curve"]]
+        ys = [c[1] for c in m["curve"]]
+        ax.plot(xs, ys, marker="o", ms=3, label=f"{name} ({m['train_macs'] / 1e12:.1f} T train MACs)")
+    ax.set_xlabel("SubNet MACs (millions)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(f"{results['supernet']} on {results['dataset']}: evaluation set")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    save_plot(fig, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="small")
+    ap.add_argument("--unit-epochs", type=float, default=None,
+                    help="DepS epochs (the 270 of the paper); default: the preset's epochs")
+    ap.add_argument("--methods", default="deps,bignas,ofa,full," + DEPS_AT_OFA)
+    ap.add_argument("--runs-dir", default="runs/train_cost")
+    ap.add_argument("--out", default=str(RESULTS_DIR))
+    ap.add_argument("--name", default="train_cost")
+    ap.add_argument("--set", dest="overrides", action="append", default=[],
+                    help="training option override KEY=VALUE for every method")
+    args = ap.parse_args(argv)
+
+    base = TrainConfig.load(args.preset, args.overrides)
+    unit = args.unit_epochs or base.epochs
+    runs = Path(args.runs_dir)
+    wanted = args.methods.split(",")
+    summaries: dict[str, dict[str, Any]] = {}
+    for name in [m for m in wanted if m != DEPS_AT_OFA]:
+        epochs = max(1, round(unit * PAPER_EPOCHS[name if name != "full" else "deps"] / 270))
+        cfg = base.replace(method=name, epochs=epochs, out=str(runs / name))
+        summaries[name] = run_method(name, cfg)
+    if DEPS_AT_OFA in wanted and {"deps", "ofa"} <= set(summaries):
+        # DepS given OFA's training compute: scale its epochs by the measured MAC ratio
+        ratio = summaries["ofa"]["train_macs"] / summaries["deps"]["train_macs"]
+        epochs = max(1, round(summaries["deps"]["epochs"] * ratio))
+        cfg = base.replace(method="deps", epochs=epochs, out=str(runs / "deps_at_ofa_compute"))
+        summaries[DEPS_AT_OFA] = run_method(DEPS_AT_OFA, cfg)
+
+    first = next(iter(summaries.values()))
+    results = {
+        "dataset": base.dataset,
+        "supernet": base.supernet,
+        "supernet_args": base.supernet_args,
+        "preset": args.preset,
+        "train_subset": base.train_subset,
+        "machine": machine_info(),
+        "eval_subnets": [r["subnet"] for r in first["eval"]],
+        "methods": {k: method_entry(v) for k, v in summaries.items()},
+    }
+    for name, summary in summaries.items():  # same SuperNet and seed: same evaluation set
+        assert [r["subnet"] for r in summary["eval"]] == results["eval_subnets"], name
+    headers = ["method", "epochs", "train T-MACs", "wall s", "smallest %", "largest %", "mean %"]
+    rows = [[k, m["epochs"], m["train_macs"] / 1e12, m["wall_s"], m["acc"]["smallest"],
+             m["acc"]["largest"], m["acc"]["mean"]] for k, m in results["methods"].items()]
+    table = markdown_table(headers, rows)
+    goals = goal_lines(results["methods"])
+    results["goals"] = goals
+    table += "\n" + "\n".join(f"- {g}" for g in goals) + "\n"
+    out = Path(args.out)
+    write_results(args.name, results, table, out, title="Training cost vs accuracy")
+    plot(results, out / f"{args.name}.png")
+    print(table)
+
+
+def goal_lines(methods: dict[str, Any]) -> list[str]:
+    out = []
+    if {"deps", "ofa"} <= set(methods):
+        d, o = methods["deps"], methods["ofa"]
+        gap = d["acc"]["mean"] - o["acc"]["mean"]
+        ratio = d["train_macs"] / o["train_macs"]
+        ok = gap >= -0.3 and ratio <= 0.5
+        out.append(f"DepS mean {d['acc']['mean']:.2f}% vs OFA {o['acc']['mean']:.2f}% "
+                   f"(gap {gap:+.2f} points) at {ratio:.2f}x OFA's training MACs: goal (within "
+                   f"0.3 points at <= 0.5x) {'met' if ok else 'NOT met'}")
+    if {"deps", "bignas"} <= set(methods):
+        d, b = methods["deps"]["acc"]["smallest"], methods["bignas"]["acc"]["smallest"]
+        out.append(f"smallest SubNet: DepS {d:.2f}% vs BigNAS {b:.2f}%: goal (DepS >= BigNAS) "
+                   f"{'met' if d >= b else 'NOT met'}")
+    if {DEPS_AT_OFA, "ofa"} <= set(methods):
+        d, o = methods[DEPS_AT_OFA], methods["ofa"]
+        out.append(f"DepS at OFA's compute ({d['train_macs'] / o['train_macs']:.2f}x): mean "
+                   f"{d['acc']['mean']:.2f}% vs OFA {o['acc']['mean']:.2f}%")
+    return out
+
+
+if __name__ == "__main__":
+    main()
