@@ -268,14 +268,18 @@ def test_export_failure_is_reported(ckpt, tmp_path, monkeypatch):
 
 def test_demo(tmp_path):
     out = tmp_path / "demo"
-    text = ok("demo", "--out", out, "--exporter", "torchscript").stdout
-    lines = text.splitlines()
-    assert [line.split("]")[0] for line in lines] == [f"[{i}/7" for i in range(1, 8)]
-    assert "Fashion-MNIST" in text
-    assert text.count("256x1x28x28 images -> logits 256x10") == 2
-    assert "13.5 M MACs" in text and "59.4 M MACs" in text
-    load_checkpoint(out / "supernet_init.pt")
+    text = ok("demo", "--out", out, "--exporter", "torchscript", "--preset", "tiny").stdout
+    steps = [line.split("]")[0] for line in text.splitlines() if line.startswith("[")]
+    assert steps == [f"[{i}/5" for i in range(1, 6)]
+    assert "fashion-mnist" in text and "training with deps" in text
+    assert "top-1 %" in text
+    assert sum(1 for line in text.splitlines() if line.rstrip().endswith("]}")) >= 4  # corners
+    ck = load_checkpoint(out / "run" / "checkpoint.pt")
+    assert len(ck.supernet.subnet_norms) >= 4  # corners recalibrated and saved
     ort.InferenceSession(str(out / "smallest.onnx"), providers=["CPUExecutionProvider"])
+    # a second run reuses the finished training instead of starting over
+    again = ok("demo", "--out", out, "--exporter", "torchscript", "--preset", "tiny").stdout
+    assert "training with deps" in again
 
 
 def test_demo_without_data(tmp_path, monkeypatch):

@@ -451,63 +451,62 @@ def demo(
                      "or $WEIGHTSHARE_DATA)."),
     ] = None,
     out: Annotated[
-        Path, typer.Option("--out", metavar="DIR", help="Where to write the checkpoint and ONNX.")
+        Path, typer.Option("--out", metavar="DIR", help="Where to write the run and ONNX.")
     ] = Path("demo_out"),
     exporter: ExporterOpt = "dynamo",
+    preset: Annotated[
+        str, typer.Option("--preset", metavar="NAME|FILE", help="Training preset to run.")
+    ] = "demo",
 ) -> None:
-    """A quick tour on real data: build the default SuperNet, run its smallest and largest
-    SubNet on 256 Fashion-MNIST test images, save a checkpoint, export to ONNX.
+    """The main job end to end on real data: train a SuperNet with DepS on Fashion-MNIST,
+    evaluate its corner SubNets, export the smallest to ONNX.
 
-    The weights are untrained (training comes later), so predictions are random.
+    Uses the `demo` preset (a few minutes on 2 CPU cores); a finished run in --out is
+    reused, an interrupted one resumed.
 
     Example:
 
         weightshare demo --out demo_out
     """
-    import torch
-
-    from .checkpoint import save_checkpoint
-    from .data import load_dataset, normalize
+    from .data import load_dataset
     from .export import export_onnx
     from .models import supernet_description
+    from .train import TrainConfig
+    from .train import train as run_training
 
     quiet_exporter_logs()
-    steps = 7
+    steps = 5
 
     def step(i: int, text: str) -> None:
         typer.echo(f"[{i}/{steps}] {text}")
 
-    net = build_supernet(DEFAULT_SUPERNET, seed=0).eval()
-    step(1, f"built {DEFAULT_SUPERNET}: {supernet_description(DEFAULT_SUPERNET)}")
-    step(2, f"search space: {net.space.summary()}")
-
+    cfg = TrainConfig.load(preset, out=str(out / "run"),
+                           data_dir=str(data_dir) if data_dir else None)
     t0 = time.perf_counter()
-    ds = load_dataset("fashion-mnist", root=data_dir)
-    step(3, f"loaded Fashion-MNIST: {len(ds.train):,} train / {len(ds.calib):,} calib / "
+    ds = load_dataset(cfg.dataset, cfg.data_dir, calib_size=cfg.calib_size, seed=cfg.seed,
+                      train_subset=cfg.train_subset, test_subset=cfg.test_subset)
+    step(1, f"loaded {cfg.dataset}: {len(ds.train):,} train / {len(ds.calib):,} calib / "
             f"{len(ds.test):,} test images of {ds.in_channels}x{ds.image_size}x{ds.image_size} "
             f"({time.perf_counter() - t0:.1f} s)")
+    from .train.loop import build_supernet as build_for_data
 
-    x = normalize(ds.test.images[:256], ds.mean, ds.std)
-    for i, which in ((4, "smallest"), (5, "largest")):
-        cfg = getattr(net.space, which)()
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            y = net(x, cfg)
-        dt = time.perf_counter() - t0
-        c = net.cost(cfg)
-        step(i, f"{which} SubNet ({fmt_count(c.macs)} MACs per image, {fmt_count(c.params)} "
-                f"params): {_fmt_shape(x.shape)} images -> logits {_fmt_shape(y.shape)} "
-                f"in {dt:.2f} s")
-
-    ckpt = save_checkpoint(out / "supernet_init.pt", net,
-                           meta={"created_by": "weightshare demo", "seed": 0})
-    step(6, f"saved checkpoint {ckpt} ({ckpt.stat().st_size:,} bytes)")
-
+    space = build_for_data(cfg, ds).space
+    step(2, f"SuperNet {cfg.supernet} {cfg.supernet_args}: {supernet_description(cfg.supernet)}"
+            f"\n      search space: {space.summary()}")
+    step(3, f"training with {cfg.method} for {cfg.epochs} epochs "
+            f"(shrinking from {cfg.shrink_at:.0%}) -> {cfg.out}")
+    resume = (Path(cfg.out) / "checkpoint.pt").exists()
+    result = run_training(cfg, resume=resume, data=ds)
+    summary = result.summary
+    step(4, f"trained in {summary['wall_s']:.0f} s ({summary['train_macs'] / 1e12:.2f} T "
+            "training MACs); corner SubNets after BN recalibration:")
+    _print_eval_table(summary["eval"])
+    net = result.supernet.eval()
     smallest = net.space.smallest()
     t0 = time.perf_counter()
     report = export_onnx(net.extract(smallest), out / "smallest.onnx", net.input_shape(smallest),
                          exporter=exporter)
-    step(7, f"exported smallest SubNet to {report.path} ({report.bytes:,} bytes, {exporter}), "
+    step(5, f"exported the smallest SubNet to {report.path} ({report.bytes:,} bytes, {exporter}), "
             f"verified with onnxruntime: max |diff| {report.max_abs_diff:.3g} "
             f"({time.perf_counter() - t0:.1f} s)")
 
