@@ -61,6 +61,16 @@ def test_refuses_to_overwrite_without_resume(tmp_path):
         train(tiny_config(tmp_path, epochs=1, method="full"))
 
 
+def test_resume_of_a_finished_run_reuses_it(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=1, method="full")
+    first = train(cfg)
+    mtime = (tmp_path / "checkpoint.pt").stat().st_mtime_ns
+    again = train(cfg, resume=True)
+    assert again.summary["acc"] == first.summary["acc"]
+    assert (tmp_path / "checkpoint.pt").stat().st_mtime_ns == mtime  # nothing retrained
+    assert load_checkpoint(tmp_path / "checkpoint.pt").train_state["step"] == first.summary["steps"]
+
+
 def test_config_validation_and_presets():
     with pytest.raises(ValueError, match="choose from"):
         TrainConfig(method="nas")

@@ -55,6 +55,7 @@ def test_deps_plan_before_and_after_shrink():
     total = 200
     before = plan(99, total, SPACE, rng())
     assert before.phase == "full" and len(before.tasks) == 1 and not before.reorder
+    assert before.beta == 0.0
     assert before.tasks[0].subnet == SPACE.largest() and before.tasks[0].loss == "ce"
     assert before.tasks[0].dropout == 0.1
     at = plan(100, total, SPACE, rng())

@@ -191,10 +191,6 @@ def _settings(cfg: TrainConfig, steps_per_epoch: int) -> MethodSettings:
     )
 
 
-def _rng_state() -> dict[str, Any]:
-    return {"python": list(random.getstate()[1]), "torch": torch.get_rng_state()}
-
-
 def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None) -> TrainResult:
     """Train a SuperNet with `cfg.method`; checkpoints and logs go to `cfg.out`."""
     dist.setup()
@@ -214,13 +210,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None
     torch.manual_seed(cfg.seed)
     net = build_supernet(cfg, data)
     loader = Loader(data.train, data, cfg.batch_size // dist.world_size(), train=True,
-                    seed=cfg.seed, augment=cfg.augment, device=device, rank=dist.rank(), world_size=dist.world_size())
+                    seed=cfg.seed, augment=cfg.augment, device=device, rank=dist.rank(),
+                    world_size=dist.world_size())
     spe = len(loader)
     total = cfg.epochs * spe
     plan_step = make_method(cfg.method, _settings(cfg, spe))
     start_step, history, train_macs, wall = 0, [], 0.0, 0.0
     teacher_state = None
-    runner: _Runner
+    final_state: dict[str, Any] = {}
     if resume and ckpt_path.exists():
         ck = load_checkpoint(ckpt_path)
         net = ck.supernet
@@ -232,6 +229,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None
         train_macs = float(state.get("train_macs", 0.0))
         wall = float(state.get("wall_s", 0.0))
         teacher_state = state.get("teacher")
+        final_state.update(state)
+        done = out / "results.json"
+        if start_step >= total and done.exists():  # finished already: nothing to redo
+            return TrainResult(net.to(device), out, json.loads(done.read_text()))
     net.to(device)
     dist.broadcast_model(net)
     runner = _Runner(cfg, net, data, device)
@@ -250,14 +251,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None
         bar = tqdm(total=last, initial=min(start_step, last), desc=f"{cfg.method}", unit="step",
                    dynamic_ncols=True)
 
-    final_state: dict[str, Any] = {}
-
     def checkpoint(step: int) -> None:
         state = {
             "step": step, "epoch": step // spe, "steps_per_epoch": spe, "total_steps": total,
             "config": cfg.to_dict(), "optimizer": runner.optimizer.state_dict(),
             "history": history, "train_macs": train_macs, "wall_s": wall,
-            "rng": _rng_state(),
             "teacher": runner.teacher.state_dict() if runner.teacher is not None else None,
         }
         final_state.update(state)
@@ -316,7 +314,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None
         # Same training state, now with every evaluated SubNet's own BN statistics.
         save_checkpoint(ckpt_path, net, train_state=final_state, meta={"method": cfg.method})
         (out / "results.json").write_text(json.dumps(summary, indent=1))
-        log.write({"kind": "final", **{k: v for k, v in summary.items() if k not in ("eval", "history", "config")}})
+        log.write({"kind": "final", **{k: v for k, v in summary.items()
+                                       if k not in ("eval", "history", "config")}})
     log.close()
     dist.barrier()
     return TrainResult(net, out, summary)

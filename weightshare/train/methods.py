@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..space import SearchSpace, SubnetConfig
 from .samplers import SAMPLERS, restrict, sandwich
@@ -103,8 +103,8 @@ def plan_deps(s: MethodSettings) -> Planner:
     def plan(step: int, total: int, space: SearchSpace, rng: random.Random) -> StepPlan:
         lr = cosine_lr(step, total, s.lr, s.warmup_steps)  # one cosine, no restart
         shrink = deps_shrink_step(total, s.shrink_at)
-        if step < shrink:
-            return _largest_only(space, s, lr, "full")
+        if step < shrink:  # beta 0: no smaller SubNet contributes yet
+            return replace(_largest_only(space, s, lr, "full"), beta=0.0)
         beta = deps_beta(step, shrink, s.beta_ramp_steps, s.beta_epsilon)
         return StepPlan(_sandwich_tasks(space, rng, s, beta), lr, "shrink", beta,
                         reorder=step == shrink)
