@@ -233,36 +233,23 @@ class SearchSpace:
             raise ValueError(
                 f"depths has {len(cfg.depths)} values, this space has {self.num_units} units"
             )
-        for i, d in enumerate(cfg.depths):
-            if d not in self.depth_choices:
-                raise ValueError(
-                    f"depths[{i}]={d} is not allowed; allowed depths: {list(self.depth_choices)}"
-                )
-        for i, e in enumerate(cfg.expands):
-            if e not in self.expand_choices:
-                raise ValueError(
-                    f"expands[{i}]={e} is not allowed; allowed expand ratios: "
-                    f"{list(self.expand_choices)}"
-                )
-        for i, k in enumerate(cfg.kernels):
-            if k not in self.kernel_choices:
-                raise ValueError(
-                    f"kernels[{i}]={k} is not allowed; allowed kernel sizes: "
-                    f"{list(self.kernel_choices)}"
-                )
-        if self.width_choices:
-            if len(cfg.widths) != self.num_units:
-                raise ValueError(
-                    f"widths has {len(cfg.widths)} values, this space needs one per unit "
-                    f"({self.num_units}) from {list(self.width_choices)}"
-                )
-            for i, w in enumerate(cfg.widths):
-                if w not in self.width_choices:
+        if self.width_choices and len(cfg.widths) != self.num_units:
+            raise ValueError(
+                f"widths has {len(cfg.widths)} values, this space needs one per unit "
+                f"({self.num_units}) from {list(self.width_choices)}"
+            )
+        for field_name, values, allowed, label in (
+            ("depths", cfg.depths, self.depth_choices, "depths"),
+            ("expands", cfg.expands, self.expand_choices, "expand ratios"),
+            ("kernels", cfg.kernels, self.kernel_choices, "kernel sizes"),
+            ("widths", cfg.widths if self.width_choices else (), self.width_choices, "widths"),
+        ):
+            for i, v in enumerate(values):
+                if v not in allowed:
                     raise ValueError(
-                        f"widths[{i}]={w} is not allowed; allowed widths: "
-                        f"{list(self.width_choices)}"
+                        f"{field_name}[{i}]={v} is not allowed; allowed {label}: {list(allowed)}"
                     )
-        elif cfg.widths:
+        if cfg.widths and not self.width_choices:
             raise ValueError("widths must be empty: width is not elastic in this space")
         if self.resolution_choices:
             if cfg.resolution is not None and cfg.resolution not in self.resolution_choices:
