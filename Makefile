@@ -7,10 +7,9 @@ FMNIST := /usr/share/datasets/fashion-mnist
 .PHONY: install data demo test test-slow lint bench clean
 
 # The stamp is rebuilt whenever pyproject.toml changes, so pins stay honoured.
+# torch goes first and exactly pinned: the CPU wheel on disk, never a CUDA download.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch first and exactly pinned: the CPU wheel, never a CUDA download.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
