@@ -1,0 +1,227 @@
+"""weightshare.search: latency tables, predictor, NSGA-II, hypervolume, targets, frontier."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from weightshare.data import load_dataset
+from weightshare.models import create_supernet
+from weightshare.search import (
+    Candidate,
+    Evaluator,
+    SearchError,
+    Target,
+    build_latency_table,
+    check_feasible,
+    check_latency_table,
+    frontier_hypervolume,
+    hypervolume,
+    load_frontier,
+    load_latency_table,
+    load_predictor,
+    load_targets,
+    measure_frontier,
+    non_dominated,
+    nsga2_search,
+    pareto_front,
+    plot_frontier,
+    random_search,
+    save_frontier,
+)
+from weightshare.search.latency_table import Layout, covering_subnets, op_keys
+from weightshare.search.predictor import (
+    fit_and_save,
+    holdout_split,
+    predictor_paths,
+    read_samples,
+)
+from weightshare.search.specialize import specialize_targets
+from weightshare.space import SubnetConfig
+
+TINY = dict(width_mult=0.25, kernel_choices=(3, 5), feature_dim=32, unit_widths=(16, 16, 24, 24, 32))
+
+
+def tiny(seed: int = 0, **over):
+    torch.manual_seed(seed)
+    return create_supernet("ofa_mbv3_small", **{**TINY, **over}).eval()
+
+
+@pytest.fixture(scope="module")
+def net():
+    return tiny()
+
+
+@pytest.fixture(scope="module")
+def table(net):
+    return build_latency_table(net, warmup=1, runs=3, rounds=1)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("synthetic", n_train=64, n_test=40, calib_size=40)
+
+
+def macs_acc(net):
+    """A fake accuracy that grows with MACs, so search has a true trade-off to find."""
+    return lambda subnets: [10 + 80 * net.cost(s).macs / 3e6 for s in subnets]
+
+
+# ----------------------------------------------------------------------------- latency table
+def test_table_covers_space_and_sums_its_parts(net, table):
+    rng = random.Random(0)
+    for cfg in [net.space.smallest(), net.space.largest()] + [net.space.sample(rng) for _ in range(20)]:
+        keys = op_keys(net.space, Layout(**table.layout), cfg)
+        assert len(keys) == sum(cfg.depths) + 4  # stem, first block, blocks, final conv, head
+        expected = table.overhead_us + sum(table.entries[k] for k in keys)
+        assert table.predict_us(net.space, cfg) == pytest.approx(expected)
+    sp = net.space
+    assert table.predict_ms(sp, sp.largest()) > table.predict_ms(sp, sp.smallest())
+
+
+def test_table_round_trip_and_foreign_supernet_rejected(net, table, tmp_path):
+    path = table.save(tmp_path / "t.json")
+    again = load_latency_table(path, net)
+    assert again.entries == table.entries and again.overhead_us == table.overhead_us
+    other = tiny(width_mult=0.5)
+    with pytest.raises(SearchError, match="made for"):
+        load_latency_table(path, other)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(SearchError, match="corrupt"):
+        load_latency_table(tmp_path / "bad.json")
+    (tmp_path / "foreign.json").write_text(json.dumps({"entries": {}}))
+    with pytest.raises(SearchError, match="not a weightshare latency table"):
+        load_latency_table(tmp_path / "foreign.json")
+
+
+def test_missing_entry_is_a_clear_error(net, table):
+    broken = type(table)(**{**table.__dict__, "entries": {}})
+    with pytest.raises(SearchError, match="no entry"):
+        broken.predict_ms(net.space, net.space.smallest())
+
+
+def test_resnet_covering_meets_every_width_pair():
+    net = create_supernet("ofa_resnet_small", width_mult=0.25).eval()
+    sp = net.space
+    keys = {k for c in covering_subnets(sp) for k in op_keys(sp, Layout(1, 0), c)}
+    rng = random.Random(1)
+    for _ in range(200):
+        assert set(op_keys(sp, Layout(1, 0), sp.sample(rng))) <= keys
+
+
+def test_check_reports_error_and_rank(net, table):
+    rep = check_latency_table(table, net, n=4, warmup=1, runs=3, rounds=1)
+    assert rep.n_subnets == 4 and rep.mape >= 0 and -1 <= rep.kendall_tau <= 1
+    assert all(r["measured_ms"] > 0 for r in rep.rows)
+
+
+# --------------------------------------------------------------------------------- predictor
+def test_predictor_fit_resumes_and_reuses(net, data, tmp_path):
+    ck = tmp_path / "ck.pt"
+    bn, held = holdout_split(data)
+    assert len(bn.calib) + len(held) == len(data.calib)
+    pred = fit_and_save(net, data, ck, 8, epochs=5)
+    paths = predictor_paths(ck)
+    first = read_samples(paths["samples"], net.space)
+    assert len(first) == 8 and pred.report is not None
+    # A kill mid-write leaves a torn last line: it is dropped and measured again.
+    with paths["samples"].open("a") as f:
+        f.write('{"subnet": {"dep')
+    fit_and_save(net, data, ck, 16, epochs=5)
+    second = read_samples(paths["samples"], net.space)
+    assert len(second) == 16 and second[:8] == first
+    assert len({s.subnet for s in second}) == 16
+    loaded = load_predictor(ck, net)
+    p = loaded.predict([net.space.smallest(), net.space.largest()])
+    assert p.shape == (2,) and np.all(np.isfinite(p))
+    assert not net.subnet_norms  # measuring leaves no per-SubNet statistics behind
+    with pytest.raises(SearchError, match="made for"):
+        load_predictor(ck, tiny(width_mult=0.5))
+
+
+def test_predictor_ranks_a_learnable_signal(net):
+    from weightshare.search.predictor import Sample, fit_predictor
+
+    rng = random.Random(0)
+    sp = net.space
+    subnets = list({sp.sample(rng) for _ in range(120)})
+    samples = [Sample(s, 50 + 40 * net.cost(s).macs / 3e6) for s in subnets]
+    pred = fit_predictor(samples, sp, epochs=60)
+    assert pred.report.kendall_tau > 0.6, pred.report
+
+
+# ------------------------------------------------------------------------------ search / hv
+def test_non_dominated_and_hypervolume_by_hand():
+    pts = [(1, 5), (2, 3), (3, 4), (4, 1), (2, 3)]
+    assert sorted(non_dominated(pts)) == [0, 1, 3, 4]
+    # Staircase of (1,5)? no: with ref (5, 6): boxes from (1,5),(2,3),(4,1).
+    hv = hypervolume([(1, 5), (2, 3), (4, 1)], (5, 6))
+    assert hv == pytest.approx(4 * 1 + 3 * 2 + 1 * 2)
+    assert hypervolume([(6, 7)], (5, 6)) == 0.0
+    c = [Candidate(SubnetConfig((1,), (1,), (3,)), 50.0, {"macs": 0.5})]
+    assert frontier_hypervolume(c, "macs", 1.0) == pytest.approx(0.25)
+
+
+def test_nsga2_returns_feasible_non_dominated(net, table):
+    ev = Evaluator(net, macs_acc(net), table)
+    limit = table.predict_ms(net.space, net.space.largest()) * 0.7
+    res = nsga2_search(net.space, ev, objective="latency", constraints={"latency_ms": limit},
+                       pop_size=16, generations=4, seed=1)
+    assert res.pareto and res.evaluations >= 16
+    assert all(c.costs["latency_ms"] <= limit for c in res.pareto)
+    pts = [(-c.acc, c.costs["latency_ms"]) for c in res.pareto]
+    assert sorted(non_dominated(pts)) == list(range(len(pts)))
+    assert all(net.space.contains(c.subnet) for c in res.evaluated)
+    rnd = random_search(net.space, ev, res.evaluations, objective="latency",
+                        constraints={"latency_ms": limit})
+    assert rnd.evaluations == res.evaluations
+    assert pareto_front(rnd.evaluated, "latency_ms", {"latency_ms": limit}) == rnd.pareto
+
+
+def test_search_needs_table_for_latency(net):
+    ev = Evaluator(net, macs_acc(net))
+    with pytest.raises(ValueError, match="latency table"):
+        nsga2_search(net.space, ev, objective="latency", pop_size=4, generations=1)
+
+
+# ------------------------------------------------------------------------------------ targets
+def test_targets_yaml_and_infeasible_names_smallest(net, table, tmp_path):
+    path = tmp_path / "t.yaml"
+    path.write_text("- {name: phone, max_latency_ms: 50}\n- {name: mcu, max_macs: 2.0e6}\n")
+    targets = load_targets(path)
+    assert [t.name for t in targets] == ["phone", "mcu"]
+    ev = Evaluator(net, macs_acc(net), table)
+    smallest = ev.costs(net.space.smallest())
+    with pytest.raises(SearchError, match=f"{smallest['macs']:,.0f}"):
+        check_feasible(Target("tiny", max_macs=1000), smallest)
+    with pytest.raises(SearchError, match="smallest achievable"):
+        specialize_targets(net, ev, [targets[1], Target("x", max_latency_ms=1e-6)],
+                           pop_size=4, generations=1)
+    res = specialize_targets(net, ev, targets, pop_size=12, generations=3)
+    assert res[1].best.costs["macs"] <= 2.0e6
+    with pytest.raises(ValueError, match="no limit"):
+        Target("none")
+    (tmp_path / "dup.yaml").write_text("- {name: a, max_macs: 1e7}\n- {name: a, max_macs: 2e7}\n")
+    with pytest.raises(SearchError, match="unique"):
+        load_targets(tmp_path / "dup.yaml")
+
+
+# ----------------------------------------------------------------------------------- frontier
+def test_frontier_measure_save_plot(net, table, data, tmp_path):
+    ev = Evaluator(net, macs_acc(net), table)
+    res = random_search(net.space, ev, 20, objective="macs")
+    model = tiny()
+    points = measure_frontier(model, res.pareto[:3], data)
+    assert all(0 <= p.measured_acc <= 100 for p in points)
+    assert set(model.subnet_norms) == {p.subnet for p in points}
+    path = save_frontier(tmp_path / "f.json", points, supernet={"name": "x"})
+    assert load_frontier(path) == points
+    doc = json.loads(path.read_text())
+    assert set(doc["frontier"][0]) == {"subnet", "predicted_acc", "measured_acc", "macs",
+                                       "params", "latency_ms"}
+    png = plot_frontier(points, tmp_path / "f.png")
+    assert png.stat().st_size > 0

@@ -1,0 +1,105 @@
+"""Small pieces every search module needs: atomic writes, rank correlation, SuperNet identity.
+
+Kept apart so the latency table, the predictor, NSGA-II and the frontier agree on
+how a file is written (temp file + rename, so a kill never leaves half a file),
+how a ranking is scored (Kendall tau-b) and how a file names the SuperNet it was
+made for (name + constructor config + search space).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..models import SuperNet
+
+__all__ = [
+    "SearchError",
+    "atomic_write_text",
+    "kendall_tau",
+    "mape",
+    "supernet_identity",
+    "check_identity",
+    "read_json",
+]
+
+
+class SearchError(ValueError):
+    """A search input is unusable: a foreign table or predictor, a corrupt file, an infeasible target.
+
+    A ValueError, so the command line reports it as a user error (one line, exit 2).
+    """
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to a temp file beside `path`, fsync, then rename over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Parse a JSON file; a missing or corrupt one is a SearchError naming `what` it should be."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(2, "No such file", str(path))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SearchError(f"{path} is not a valid {what} (corrupt JSON: {err})") from None
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Kendall's tau-b of two paired sequences (ties handled); nan when undefined."""
+    from scipy.stats import kendalltau
+
+    if len(x) != len(y):
+        raise ValueError(f"kendall_tau needs paired values, got {len(x)} and {len(y)}")
+    if len(x) < 2:
+        return float("nan")
+    return float(kendalltau(list(x), list(y)).statistic)
+
+
+def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:
+    """Mean absolute percentage error of `predicted` against `measured`, in percent."""
+    if len(predicted) != len(measured) or not measured:
+        raise ValueError("mape needs as many predictions as measurements, at least one")
+    return 100.0 * sum(abs(p - m) / m for p, m in zip(predicted, measured, strict=True)) / len(
+        measured)
+
+
+def supernet_identity(net: SuperNet) -> dict[str, Any]:
+    """What a file stores to say which SuperNet it describes (plain JSON values)."""
+    from ..checkpoint import _plain
+
+    return {"name": net.name, "config": _plain(net.config), "space": _plain(net.space.to_dict())}
+
+
+def check_identity(stored: Any, net: SuperNet, path: str | os.PathLike, what: str) -> None:
+    """Raise SearchError unless `stored` (from `supernet_identity`) describes `net`."""
+    mine = json.loads(json.dumps(supernet_identity(net)))
+    if not isinstance(stored, dict):
+        raise SearchError(f"{path}: this {what} does not say which SuperNet it was made for")
+    if stored.get("name") != mine["name"] or stored.get("config") != mine["config"]:
+        raise SearchError(
+            f"{path}: this {what} was made for SuperNet {stored.get('name')!r} with config "
+            f"{stored.get('config')}, not for this checkpoint's {mine['name']!r} with "
+            f"{mine['config']}; make a new one for this checkpoint"
+        )
+    if stored.get("space") != mine["space"]:
+        raise SearchError(f"{path}: this {what} was made for another search space")

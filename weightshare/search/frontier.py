@@ -1,0 +1,144 @@
+"""The accuracy-vs-cost frontier as a file: re-measured Pareto SubNets, JSON and a plot.
+
+The search ranks SubNets by predicted accuracy; `measure_frontier` then gives
+every Pareto SubNet its own BN statistics (recalibrated on ``calib``) and its
+true top-1 on the test split. The file is deliberately plain, since serving
+deploys it::
+
+    {"format": "weightshare-frontier", "version": 1, "supernet": {...},
+     "latency_table": {"device": ..., "batch": ...} | null,
+     "frontier": [{"subnet": {...}, "predicted_acc": 71.2, "measured_acc": 70.8,
+                   "macs": 12345678, "params": 234567, "latency_ms": 1.9}, ...]}
+
+`latency_ms` is the latency table's prediction (null without a table).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..space import SubnetConfig
+from .common import SearchError, atomic_write_text, read_json
+from .nsga import Candidate
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..data import Dataset
+    from ..models import SuperNet
+
+__all__ = ["FrontierPoint", "measure_frontier", "save_frontier", "load_frontier", "plot_frontier"]
+
+FORMAT = "weightshare-frontier"
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class FrontierPoint:
+    subnet: SubnetConfig
+    predicted_acc: float
+    measured_acc: float | None
+    macs: int
+    params: int
+    latency_ms: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"subnet": self.subnet.to_dict(), "predicted_acc": self.predicted_acc,
+                "measured_acc": self.measured_acc, "macs": self.macs, "params": self.params,
+                "latency_ms": self.latency_ms}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FrontierPoint:
+        return cls(SubnetConfig.from_dict(d["subnet"]), float(d["predicted_acc"]),
+                   None if d.get("measured_acc") is None else float(d["measured_acc"]),
+                   int(d["macs"]), int(d["params"]),
+                   None if d.get("latency_ms") is None else float(d["latency_ms"]))
+
+
+def _point(c: Candidate, measured: float | None) -> FrontierPoint:
+    return FrontierPoint(c.subnet, c.acc, measured, int(c.costs["macs"]), int(c.costs["params"]),
+                         c.costs.get("latency_ms"))
+
+
+def measure_frontier(net: SuperNet, candidates: Sequence[Candidate], dataset: Dataset | None, *,
+                     device: str | torch.device = "cpu", progress: bool = False
+                     ) -> list[FrontierPoint]:
+    """Recalibrate each SubNet's BN on calib (kept on `net`) and measure test top-1.
+
+    With `dataset` None, nothing is measured (`measured_acc` stays None).
+    """
+    if dataset is None:
+        return [_point(c, None) for c in candidates]
+    from ..train.evaluate import accuracy, recalibrate
+
+    it: Sequence[Candidate] = candidates
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(candidates, desc="re-measure", unit="subnet", leave=False)
+    out = []
+    for c in it:
+        recalibrate(net, c.subnet, dataset, device=device)
+        out.append(_point(c, accuracy(net, c.subnet, dataset, device=device)))
+    return out
+
+
+def save_frontier(path: str | os.PathLike, points: Sequence[FrontierPoint], *,
+                  supernet: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    doc = {"format": FORMAT, "version": VERSION, "supernet": supernet, **(extra or {}),
+           "frontier": [p.to_dict() for p in points]}
+    return atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
+
+
+def load_frontier(path: str | os.PathLike) -> list[FrontierPoint]:
+    doc = read_json(path, "frontier file")
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise SearchError(f"{path} is not a weightshare frontier (no 'format': {FORMAT!r})")
+    try:
+        return [FrontierPoint.from_dict(d) for d in doc["frontier"]]
+    except (KeyError, TypeError, ValueError) as err:
+        raise SearchError(f"{path}: malformed frontier entry ({err})") from None
+
+
+def plot_frontier(points: Sequence[FrontierPoint], path: str | os.PathLike, *,
+                  title: str = "", baseline: Sequence[FrontierPoint] = ()) -> Path:
+    """Accuracy vs latency (when known) and vs MACs; measured solid, predicted hollow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes_spec = [("macs", "MACs (M)", 1e-6)]
+    if points and all(p.latency_ms is not None for p in points):
+        axes_spec.insert(0, ("latency_ms", "predicted latency (ms)", 1.0))
+    fig, axes = plt.subplots(1, len(axes_spec), figsize=(5.5 * len(axes_spec), 4), squeeze=False)
+    for ax, (attr, label, scale) in zip(axes[0], axes_spec, strict=True):
+        pts = sorted(points, key=lambda p: getattr(p, attr))
+        xs = [getattr(p, attr) * scale for p in pts]
+        ax.plot(xs, [p.predicted_acc for p in pts], "o--", mfc="none", label="predicted")
+        if any(p.measured_acc is not None for p in pts):
+            m = [(x, p.measured_acc) for x, p in zip(xs, pts, strict=True)
+                 if p.measured_acc is not None]
+            ax.plot(*zip(*m, strict=True), "s-", label="measured (test, after BN recal)")
+        if baseline and all(getattr(p, attr) is not None for p in baseline):
+            b = sorted(baseline, key=lambda p: getattr(p, attr))
+            ax.plot([getattr(p, attr) * scale for p in b], [p.predicted_acc for p in b], "x:",
+                    label="random search (predicted)")
+        ax.set_xlabel(label)
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
