@@ -35,6 +35,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "atomic_torch_save",
+    "plain",
     "FORMAT",
     "VERSION",
 ]
@@ -55,12 +56,12 @@ class Checkpoint:
     path: Path | None = None
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """Tuples become lists so the payload holds only weights_only-safe containers."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -93,8 +94,8 @@ def save_checkpoint(path: str | os.PathLike, supernet: SuperNet, *,
     payload = {
         "format": FORMAT,
         "version": VERSION,
-        "supernet": {"name": supernet.name, "config": _plain(supernet.config)},
-        "space": _plain(supernet.space.to_dict()),
+        "supernet": {"name": supernet.name, "config": plain(supernet.config)},
+        "space": plain(supernet.space.to_dict()),
         "state_dict": {k: v.detach().cpu() for k, v in supernet.state_dict().items()},
         "subnet_norms": norms,
         "train_state": train_state or {},

@@ -66,6 +66,11 @@ class SuperNet(nn.Module, ABC):
     space: SearchSpace
     num_classes: int
     in_channels: int
+    # Layers of an extracted network's `features` before and after the elastic blocks
+    # (e.g. stem and fixed first block | final conv): lets per-layer tools such as the
+    # latency table map extracted layers back to blocks.
+    fixed_prefix_layers: int = 0
+    fixed_suffix_layers: int = 0
 
     def __init__(self) -> None:
         super().__init__()

@@ -37,6 +37,8 @@ def _out(size: int, stride: int) -> int:
 
 
 class OFAMobileNetV3(SuperNet):
+    fixed_prefix_layers = 2  # stem, fixed first block
+    fixed_suffix_layers = 1  # final expand conv
     def __init__(
         self,
         num_classes: int = 1000,

@@ -32,6 +32,7 @@ def _out(size: int, stride: int) -> int:
 
 
 class OFAResNet(SuperNet):
+    fixed_prefix_layers = 1  # stem
     def __init__(
         self,
         num_classes: int = 10,

@@ -85,9 +85,9 @@ def mape(predicted: Sequence[float], measured: Sequence[float]) -> float:
 
 def supernet_identity(net: SuperNet) -> dict[str, Any]:
     """What a file stores to say which SuperNet it describes (plain JSON values)."""
-    from ..checkpoint import _plain
+    from ..checkpoint import plain
 
-    return {"name": net.name, "config": _plain(net.config), "space": _plain(net.space.to_dict())}
+    return {"name": net.name, "config": plain(net.config), "space": plain(net.space.to_dict())}
 
 
 def check_identity(stored: Any, net: SuperNet, path: str | os.PathLike, what: str) -> None:

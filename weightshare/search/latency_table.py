@@ -55,7 +55,6 @@ __all__ = [
     "LatencyTable",
     "LatencyCheck",
     "Layout",
-    "register_layout",
     "op_keys",
     "covering_subnets",
     "build_latency_table",
@@ -80,26 +79,8 @@ class Layout:
     suffix: int
 
 
-_LAYOUTS: dict[str, Layout] = {}
-
-
-def register_layout(class_name: str, layout: Layout) -> None:
-    """Tell the table builder how a SuperNet class's extracted network is laid out."""
-    _LAYOUTS[class_name] = layout
-
-
-register_layout("OFAMobileNetV3", Layout(prefix=2, suffix=1))  # stem, first block | final conv
-register_layout("OFAResNet", Layout(prefix=1, suffix=0))  # stem |
-
-
 def _layout(net: SuperNet) -> Layout:
-    for cls in type(net).__mro__:
-        if cls.__name__ in _LAYOUTS:
-            return _LAYOUTS[cls.__name__]
-    raise SearchError(
-        f"no latency-table layout registered for {type(net).__name__}; call "
-        "weightshare.search.latency_table.register_layout"
-    )
+    return Layout(prefix=net.fixed_prefix_layers, suffix=net.fixed_suffix_layers)
 
 
 def op_keys(space: SearchSpace, layout: Layout, subnet: SubnetConfig) -> list[str]:
@@ -302,7 +283,7 @@ def build_latency_table(net: SuperNet, *, device: str | torch.device = "cpu", ba
             if len(layers) != len(keys):
                 raise SearchError(
                     f"{type(net).__name__}'s extracted network has {len(layers)} ops but its "
-                    f"layout {layout} predicts {len(keys)}: fix its register_layout entry"
+                    f"layout {layout} predicts {len(keys)}: fix its fixed_prefix_layers / fixed_suffix_layers"
                 )
             x = torch.zeros(batch, *net.input_shape(cfg), device=device)
             in_shapes = _input_shapes(layers, x)
