@@ -25,12 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import RESULTS_DIR, machine_info, markdown_table, save_plot, write_results  # noqa: E402
 
+from weightshare.data import load_dataset  # noqa: E402
 from weightshare.train import PAPER_EPOCHS, TrainConfig, train  # noqa: E402
+from weightshare.train.loop import build_supernet, planned_train_macs  # noqa: E402
 
 DEPS_AT_OFA = "deps@ofa-compute"
 
 
-def run_method(name: str, cfg: TrainConfig) -> dict[str, Any]:
+def run_method(name: str, cfg: TrainConfig, data: Any = None) -> dict[str, Any]:
     """Train (or resume, or reuse) one run; return its results.json content."""
     out = Path(cfg.out)
     done = out / "results.json"
@@ -41,7 +43,7 @@ def run_method(name: str, cfg: TrainConfig) -> dict[str, Any]:
     print(f"[{name}] {'resuming' if resume else 'training'} {cfg.method} for {cfg.epochs} epochs "
           f"-> {out}", flush=True)
     t0 = time.perf_counter()
-    result = train(cfg, resume=resume)
+    result = train(cfg, resume=resume, data=data)
     print(f"[{name}] done in {time.perf_counter() - t0:.0f} s: acc {result.summary.get('acc')}",
           flush=True)
     return result.summary
@@ -94,17 +96,25 @@ def main(argv: list[str] | None = None) -> None:
     unit = args.unit_epochs or base.epochs
     runs = Path(args.runs_dir)
     wanted = args.methods.split(",")
-    summaries: dict[str, dict[str, Any]] = {}
-    for name in [m for m in wanted if m != DEPS_AT_OFA]:
+    data = load_dataset(base.dataset, base.data_dir, calib_size=base.calib_size, seed=base.seed,
+                        train_subset=base.train_subset, test_subset=base.test_subset,
+                        **base.dataset_args)
+    configs = {}
+    for name in ("deps", "bignas", "ofa", "full"):
         epochs = max(1, round(unit * PAPER_EPOCHS[name if name != "full" else "deps"] / 270))
-        cfg = base.replace(method=name, epochs=epochs, out=str(runs / name))
-        summaries[name] = run_method(name, cfg)
-    if DEPS_AT_OFA in wanted and {"deps", "ofa"} <= set(summaries):
-        # DepS given OFA's training compute: scale its epochs by the measured MAC ratio
-        ratio = summaries["ofa"]["train_macs"] / summaries["deps"]["train_macs"]
-        epochs = max(1, round(summaries["deps"]["epochs"] * ratio))
-        cfg = base.replace(method="deps", epochs=epochs, out=str(runs / "deps_at_ofa_compute"))
-        summaries[DEPS_AT_OFA] = run_method(DEPS_AT_OFA, cfg)
+        configs[name] = base.replace(method=name, epochs=epochs, out=str(runs / name))
+    # DepS given OFA's training compute: scale its epochs by the MAC ratio, computed exactly
+    # from the plans (no need to wait for OFA to finish; equal to the measured ratio)
+    net = build_supernet(base, data)
+    spe = len(data.train) // base.batch_size
+    ratio = (planned_train_macs(configs["ofa"], net, spe)
+             / planned_train_macs(configs["deps"], net, spe))
+    configs[DEPS_AT_OFA] = configs["deps"].replace(
+        epochs=max(1, round(configs["deps"].epochs * ratio)),
+        out=str(runs / "deps_at_ofa_compute"))
+    summaries: dict[str, dict[str, Any]] = {}
+    for name in wanted:
+        summaries[name] = run_method(name, configs[name], data)
 
     first = next(iter(summaries.values()))
     results = {

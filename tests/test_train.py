@@ -16,6 +16,7 @@ import torch
 
 from weightshare.checkpoint import load_checkpoint
 from weightshare.train import TrainConfig, train
+from weightshare.train.loop import planned_train_macs
 
 TINY_NET = {"width_mult": 0.25, "kernel_choices": [3, 5], "feature_dim": 32,
             "unit_widths": [16, 16, 24, 24, 32]}
@@ -45,6 +46,9 @@ def test_every_method_trains_and_evaluates(method, tmp_path):
     assert len(losses) == 16 and all(math.isfinite(v) for v in losses)
     ck = load_checkpoint(tmp_path / method / "checkpoint.pt")
     assert ck.train_state["step"] == 16
+    # the plans alone predict the compute exactly (used to budget runs before training)
+    cfg = tiny_config(tmp_path / method, method=method)
+    assert planned_train_macs(cfg, ck.supernet, 8) == s["train_macs"]
     assert len(ck.supernet.subnet_norms) == 5  # recalibrated stats saved for serving
 
 
@@ -85,6 +89,7 @@ def test_config_validation_and_presets():
 SCRIPT = """
 import sys, json
 from weightshare.train import TrainConfig, train
+from weightshare.train.loop import planned_train_macs
 cfg = TrainConfig(**json.loads(sys.argv[1]))
 train(cfg, resume=len(sys.argv) > 2)
 """

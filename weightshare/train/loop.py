@@ -14,6 +14,7 @@ import copy
 import json
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ from .config import TrainConfig
 from .evaluate import accuracy, evaluate_subnets, evaluation_subnets, recalibrate
 from .methods import MethodSettings, StepPlan, make_method
 
-__all__ = ["train", "TrainResult", "build_supernet", "step_seed"]
+__all__ = ["train", "TrainResult", "build_supernet", "step_seed", "step_macs",
+           "planned_train_macs"]
 
 
 @dataclass
@@ -75,6 +77,35 @@ def _soft_ce(logits: Tensor, target_probs: Tensor) -> Tensor:
     return torch.sum(-target_probs * F.log_softmax(logits, dim=1), dim=1).mean()
 
 
+def step_macs(plan: StepPlan, macs: Callable[[SubnetConfig], int], largest: SubnetConfig,
+              batch: int) -> float:
+    """Training MACs of one planned step: 3x forward MACs per trained SubNet (forward +
+    backward), 1x for a SubNet with zero weight, plus one teacher forward for OFA's KD."""
+    total = sum((3 if t.weight > 0 else 1) * macs(t.subnet) for t in plan.tasks)
+    if any(t.loss == "kd_teacher" for t in plan.tasks):
+        total += macs(largest)
+    return float(total * batch)
+
+
+def planned_train_macs(cfg: TrainConfig, net: SuperNet, steps_per_epoch: int) -> float:
+    """The training MACs a run of `cfg` will spend, from its plans alone (no training).
+
+    Exact for the loop above: plans are pure functions of the step and seed.
+    """
+    plan_step = make_method(cfg.method, _settings(cfg, steps_per_epoch))
+    total = cfg.epochs * steps_per_epoch
+    cache: dict[SubnetConfig, int] = {}
+
+    def macs(c: SubnetConfig) -> int:
+        if c not in cache:
+            cache[c] = net.cost(c).macs
+        return cache[c]
+
+    largest = net.space.largest()
+    return sum(step_macs(plan_step(s, total, net.space, random.Random(step_seed(cfg.seed, s))),
+                         macs, largest, cfg.batch_size) for s in range(total))
+
+
 class _Runner:
     """Executes StepPlans on one SuperNet; holds what the plans refer to (teacher, optimizer)."""
 
@@ -107,7 +138,6 @@ class _Runner:
         torch.manual_seed(step_seed(self.cfg.seed, step, dist.rank()))  # dropout masks
         self.net.train()
         batch = len(y) * dist.world_size()
-        spent = 0.0
         soft: Tensor | None = None
         teacher_soft: Tensor | None = None
         first_loss = 0.0
@@ -122,7 +152,6 @@ class _Runner:
             elif task.loss == "kd_teacher":
                 if teacher_soft is None:
                     teacher_soft = self._teacher_probs(x)
-                    spent += self.macs(self.net.space.largest()) * batch
                 loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
                 loss = loss + self.cfg.kd_ratio * _soft_ce(logits, teacher_soft)
             else:
@@ -132,15 +161,12 @@ class _Runner:
                 soft = F.softmax(logits.detach(), dim=1)
             if task.weight > 0:
                 (task.weight * loss).backward()
-                spent += 3 * self.macs(task.subnet) * batch  # forward + backward ~ 3x forward
-            else:
-                spent += self.macs(task.subnet) * batch
         dist.all_reduce_grads(self.net)
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return first_loss, spent
+        return first_loss, step_macs(plan, self.macs, self.net.space.largest(), batch)
 
     @torch.no_grad()
     def _teacher_probs(self, x: Tensor) -> Tensor:
