@@ -1,0 +1,400 @@
+"""The HTTP front end: the Open Inference Protocol (KServe v2) over FastAPI + uvicorn.
+
+Endpoints (as Triton and KServe serve them, so `tritonclient.http` works
+unmodified, including its binary tensor extension):
+
+    GET  /v2                                  server metadata
+    GET  /v2/health/live, /v2/health/ready    liveness / readiness (no auth)
+    GET  /v2/models/{name}[/versions/1]       model metadata (inputs, outputs)
+    GET  /v2/models/{name}[/versions/1]/ready model readiness
+    GET  /v2/models/{name}[/versions/1]/config the deployment (SubNets, policy, SLO)
+    POST /v2/models/{name}[/versions/1]/infer inference
+    GET  /metrics                             Prometheus
+
+An infer request carries one FP32 input of shape [N, C, H, W] (`data` flat and
+row-major, or binary after an `Inference-Header-Content-Length` JSON header)
+and may set `"parameters": {"slo_ms": 50}`. The handler only parses and
+validates; the request then waits in the `InferenceWorker`'s queue, so the
+event loop never runs a model. The response's `parameters` say which SubNet
+served it, the batch size and the queueing delay. Failures are
+`{"error": "..."}`: 400 bad input, 401 bad token, 404 unknown model, 429 queue
+full (with Retry-After), 503 shutting down, 504 deadline missed (never a late
+answer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import math
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from .batching import QueueFull
+from .metrics import CONTENT_TYPE_LATEST, ServeMetrics
+from .worker import Completion, InferenceWorker, ShuttingDown
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "ServerConfig", "ServerThread", "create_app"]
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+MODEL_VERSION = "1"
+_HEADER_LEN = "inference-header-content-length"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """model_name: the one model this server exposes. slo_ms: default deadline per request.
+    max_request_batch: most images in one request. max_slo_ms: the largest slo_ms a request
+    may ask for. token: bearer token required on model and metrics endpoints (None: open).
+    grace_s: how long past its deadline a handler waits for the worker before giving up.
+    """
+
+    model_name: str = "weightshare"
+    slo_ms: float = 100.0
+    max_request_batch: int = 32
+    max_slo_ms: float = 60_000.0
+    token: str | None = None
+    grace_s: float = 1.0
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.slo_ms <= self.max_slo_ms:
+            raise ValueError(f"slo_ms must be in (0, {self.max_slo_ms}], got {self.slo_ms}")
+        if self.max_request_batch < 1:
+            raise ValueError("max_request_batch must be >= 1")
+
+
+class BadRequest(ValueError):
+    """The client sent something the protocol or the model cannot take (HTTP 400)."""
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+# ------------------------------------------------------------------ parsing
+def parse_infer_request(body: bytes, header_len: str | None, input_shape: tuple[int, ...],
+                        max_batch: int) -> tuple[dict[str, Any], torch.Tensor]:
+    """Validate an infer request; return its JSON header and the input as (N, C, H, W) FP32."""
+    binary = b""
+    if header_len is not None:
+        try:
+            n = int(header_len)
+        except ValueError:
+            raise BadRequest("Inference-Header-Content-Length must be an integer") from None
+        if not 0 < n <= len(body):
+            raise BadRequest(f"Inference-Header-Content-Length {n} does not fit the body "
+                             f"({len(body)} bytes)")
+        body, binary = body[:n], body[n:]
+    try:
+        req = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadRequest(f"request body is not valid JSON: {err}") from None
+    if not isinstance(req, dict):
+        raise BadRequest("request body must be a JSON object")
+    inputs = req.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise BadRequest(f"'inputs' must be a list holding exactly one tensor named "
+                         f"{INPUT_NAME!r}")
+    tensor = inputs[0]
+    for key in ("name", "shape", "datatype"):
+        if key not in tensor:
+            raise BadRequest(f"input tensor is missing {key!r}")
+    if tensor["name"] != INPUT_NAME:
+        raise BadRequest(f"unknown input {tensor['name']!r}; this model's input is "
+                         f"{INPUT_NAME!r}")
+    if tensor["datatype"] != "FP32":
+        raise BadRequest(f"input datatype must be 'FP32', got {tensor['datatype']!r}")
+    shape = tensor["shape"]
+    if (not isinstance(shape, list) or len(shape) != 1 + len(input_shape)
+            or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape)):
+        raise BadRequest(f"input shape must be [N, {', '.join(map(str, input_shape))}], "
+                         f"got {shape!r}")
+    if list(shape[1:]) != list(input_shape):
+        raise BadRequest(f"input shape must be [N, {', '.join(map(str, input_shape))}], "
+                         f"got {shape}")
+    if not 1 <= shape[0] <= max_batch:
+        raise BadRequest(f"batch of {shape[0]} images is outside 1..{max_batch} "
+                         "(the most one request may carry)")
+    count = math.prod(shape)
+    params = tensor.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest("input 'parameters' must be an object")
+    if "binary_data_size" in params:
+        size = params["binary_data_size"]
+        if size != count * 4 or len(binary) != size:
+            raise BadRequest(f"binary input must be {count * 4} bytes of little-endian FP32, "
+                             f"got binary_data_size={size!r} and {len(binary)} bytes")
+        x = torch.from_numpy(np.frombuffer(binary, dtype="<f4").copy())
+    else:
+        if "data" not in tensor:
+            raise BadRequest("input tensor is missing 'data'")
+        data = tensor["data"]
+        if not isinstance(data, list):
+            raise BadRequest("input 'data' must be a list of numbers")
+        try:
+            x = torch.tensor(data, dtype=torch.float32).flatten()
+        except (TypeError, ValueError, RuntimeError):
+            raise BadRequest("input 'data' must hold only numbers") from None
+        if any(isinstance(v, bool) for v in data[:1]):
+            raise BadRequest("input 'data' must hold numbers, not booleans")
+        if x.numel() != count:
+            raise BadRequest(f"input 'data' has {x.numel()} values, shape {shape} needs {count}")
+    if not bool(torch.isfinite(x).all()):
+        raise BadRequest("input holds NaN or infinite values")
+    return req, x.view(*shape)
+
+
+def _slo_ms(req: dict[str, Any], config: ServerConfig) -> float:
+    params = req.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise BadRequest("'parameters' must be an object")
+    slo = params.get("slo_ms", config.slo_ms)
+    if isinstance(slo, bool) or not isinstance(slo, int | float) or not math.isfinite(slo) \
+            or not 0 < slo <= config.max_slo_ms:
+        raise BadRequest(f"parameters.slo_ms must be a number in (0, {config.max_slo_ms}], "
+                         f"got {slo!r}")
+    return float(slo)
+
+
+def _binary_output(req: dict[str, Any]) -> bool:
+    params = req.get("parameters") or {}
+    if params.get("binary_data_output"):
+        return True
+    outputs = req.get("outputs")
+    if outputs is None:
+        return False
+    if not isinstance(outputs, list):
+        raise BadRequest("'outputs' must be a list")
+    binary = False
+    for o in outputs:
+        if not isinstance(o, dict) or o.get("name") != OUTPUT_NAME:
+            raise BadRequest(f"unknown output; this model's output is {OUTPUT_NAME!r}")
+        binary |= bool((o.get("parameters") or {}).get("binary_data"))
+    return binary
+
+
+# ---------------------------------------------------------------------- app
+def create_app(worker: InferenceWorker, input_shape: tuple[int, ...], num_classes: int,
+               config: ServerConfig | None = None, metrics: ServeMetrics | None = None
+               ) -> FastAPI:
+    """The FastAPI app in front of `worker` (started on startup, drained on shutdown)."""
+    cfg = config or ServerConfig()
+    metrics = metrics or worker.metrics or ServeMetrics()
+    input_shape = tuple(int(s) for s in input_shape)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not worker.alive:
+            worker.start()
+        yield
+        # Uvicorn has already waited for in-flight HTTP requests; drain anything left.
+        await asyncio.to_thread(worker.stop, True)
+
+    app = FastAPI(title="weightshare", version=__version__, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.worker, app.state.metrics, app.state.config = worker, metrics, cfg
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, f"invalid request: {exc.errors()}")
+
+    def authorized(request: Request) -> bool:
+        if cfg.token is None:
+            return True
+        got = request.headers.get("authorization", "")
+        return hmac.compare_digest(got.encode(), f"Bearer {cfg.token}".encode())
+
+    def guard(request: Request, name: str, version: str | None) -> JSONResponse | None:
+        if not authorized(request):
+            return _error(401, "missing or wrong bearer token",
+                          {"WWW-Authenticate": "Bearer"})
+        if name != cfg.model_name:
+            return _error(404, f"unknown model {name!r}; this server serves "
+                               f"{cfg.model_name!r}")
+        if version not in (None, "", MODEL_VERSION):
+            return _error(404, f"unknown version {version!r} of {name!r}; "
+                               f"versions: [{MODEL_VERSION!r}]")
+        return None
+
+    @app.get("/v2")
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "weightshare", "version": __version__,
+                "extensions": ["binary_tensor_data"]}
+
+    @app.get("/v2/health/live")
+    async def live() -> Response:
+        return Response(status_code=200 if worker.alive else 503)
+
+    @app.get("/v2/health/ready")
+    async def ready() -> Response:
+        return Response(status_code=200 if worker.accepting else 503)
+
+    async def model_metadata(request: Request, name: str, version: str | None = None
+                             ) -> Response:
+        if (err := guard(request, name, version)) is not None:
+            return err
+        return JSONResponse({
+            "name": cfg.model_name, "versions": [MODEL_VERSION], "platform": "pytorch",
+            "inputs": [{"name": INPUT_NAME, "datatype": "FP32", "shape": [-1, *input_shape]}],
+            "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, num_classes]}],
+        })
+
+    async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
+        if (err := guard(request, name, version)) is not None:
+            return err
+        return Response(status_code=200 if worker.accepting else 503)
+
+    async def model_config(request: Request, name: str, version: str | None = None
+                           ) -> Response:
+        if (err := guard(request, name, version)) is not None:
+            return err
+        return JSONResponse({
+            "name": cfg.model_name, "policy": worker.policy.describe(), "slo_ms": cfg.slo_ms,
+            "max_batch_size": cfg.max_request_batch,
+            "deployed": [s.to_dict() for s in worker.profile.subnets], **cfg.info,
+        })
+
+    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+        t_start = time.perf_counter()
+        if (err := guard(request, name, version)) is not None:
+            return err
+        body = await request.body()
+        try:
+            req, x = parse_infer_request(body, request.headers.get(_HEADER_LEN), input_shape,
+                                         cfg.max_request_batch)
+            slo_ms = _slo_ms(req, cfg)
+            binary = _binary_output(req)
+        except BadRequest as exc:
+            metrics.record_request("bad_request")
+            return _error(400, str(exc))
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Completion] = loop.create_future()
+
+        def deliver(c: Completion) -> None:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(c))
+
+        # The time spent parsing counts against the deadline.
+        remaining_s = slo_ms / 1000.0 - (time.perf_counter() - t_start)
+        try:
+            worker.submit(x, remaining_s, deliver)
+        except QueueFull as exc:
+            metrics.record_request("rejected")
+            return _error(429, f"{exc}; retry later", {"Retry-After": "1"})
+        except ShuttingDown as exc:
+            metrics.record_request("error")
+            return _error(503, str(exc))
+        try:
+            c = await asyncio.wait_for(fut, timeout=slo_ms / 1000.0 + cfg.grace_s)
+        except TimeoutError:
+            metrics.record_request("late")
+            return _error(504, f"deadline of {slo_ms:g} ms exceeded (no answer from the "
+                               "inference worker in time)")
+        latency_s = time.perf_counter() - t_start
+        metrics.record_request(c.status, latency_s)
+        if c.status in ("late", "dropped"):
+            return _error(504, f"deadline of {slo_ms:g} ms missed: {c.error}")
+        if c.status != "ok" or c.output is None:
+            return _error(500, c.error or "inference failed")
+        logits = c.output.float().contiguous()
+        out: dict[str, Any] = {"name": OUTPUT_NAME, "datatype": "FP32",
+                               "shape": list(logits.shape)}
+        resp: dict[str, Any] = {
+            "model_name": cfg.model_name, "model_version": MODEL_VERSION,
+            "parameters": {"subnet": c.subnet, "subnet_acc": c.acc, "batch_size": c.batch,
+                           "queue_ms": round(c.queue_ms, 3),
+                           "service_ms": round(c.service_ms, 3),
+                           "latency_ms": round(latency_s * 1e3, 3)},
+            "outputs": [out],
+        }
+        if "id" in req:
+            resp["id"] = req["id"]
+        if not binary:
+            out["data"] = logits.flatten().tolist()
+            return JSONResponse(resp)
+        raw = logits.numpy().astype("<f4").tobytes()
+        out["parameters"] = {"binary_data_size": len(raw)}
+        header = json.dumps(resp).encode()
+        return Response(header + raw, media_type="application/octet-stream",
+                        headers={"Inference-Header-Content-Length": str(len(header))})
+
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        app.add_api_route(prefix, model_metadata, methods=["GET"])
+        app.add_api_route(prefix + "/ready", model_ready, methods=["GET"])
+        app.add_api_route(prefix + "/config", model_config, methods=["GET"])
+        app.add_api_route(prefix + "/infer", infer, methods=["POST"])
+
+    @app.get("/metrics")
+    async def prometheus(request: Request) -> Response:
+        if not authorized(request):
+            return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+# ------------------------------------------------------------------ running
+class ServerThread:
+    """Run an app under uvicorn in a background thread on 127.0.0.1 (tests, benchmarks).
+
+    The socket is bound before the thread starts, so `port` is known at once
+    (port 0 picks a free one). `stop()` asks uvicorn for a graceful shutdown.
+    """
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+        import uvicorn
+
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only
+        # when the listening socket says TCP, and without it every JSON answer (headers,
+        # then body) waits ~40 ms for a delayed ACK (Nagle).
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.host, self.port = host, self.sock.getsockname()[1]
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                                    timeout_graceful_shutdown=10))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
+                                       name="weightshare-http", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        self.sock.close()
+
+    def __enter__(self) -> ServerThread:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
