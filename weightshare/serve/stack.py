@@ -55,6 +55,10 @@ class StackConfig:
     profile: where the profile is read from / written to (default beside the checkpoint).
     max_batch: largest batch profiled (and allowed per request).
     threads: torch intra-op threads (None: leave torch's default).
+    switch_mode: hold one SubNet at a time (small-memory devices) instead of the whole
+        SuperNet: "full" loads the next SubNet's whole extracted model on a switch, "delta"
+        reads only the slices it lacks from a safetensors SuperNet file (FastSwitch).
+        None: the policy's own backend.
     """
 
     checkpoint: str
@@ -70,8 +74,11 @@ class StackConfig:
     max_batch: int = 32
     profile_runs: int = 20
     threads: int | None = None
+    switch_mode: str | None = None
 
     def __post_init__(self) -> None:
+        if self.switch_mode not in (None, "full", "delta"):
+            raise ValueError(f"switch_mode must be 'full' or 'delta', got {self.switch_mode!r}")
         if self.num_subnets < 1:
             raise ValueError("num_subnets must be >= 1")
         if self.max_batch < 1:
@@ -158,4 +165,16 @@ def build_stack(cfg: StackConfig, log: Callable[[str], None] = lambda _: None,
         store = ExtractedModelStore.from_runtime(runtime, tmp.name)
         backend = SeparateModelsRuntime(store, policy.max_held or 1, runtime.input_shape(),
                                         runtime.num_classes)
+    if cfg.switch_mode is not None:
+        tmp = tmp or tempfile.TemporaryDirectory(prefix="weightshare-models-")
+        if cfg.switch_mode == "delta":
+            from ..accel.fastswitch import DeltaSwitchRuntime
+
+            backend = DeltaSwitchRuntime(
+                net, {n: d.subnet for n, d in runtime.deployed.items()}, tmp.name)
+        else:
+            store = ExtractedModelStore.from_runtime(runtime, tmp.name)
+            backend = SeparateModelsRuntime(store, 1, runtime.input_shape(),
+                                            runtime.num_classes)
+        log(f"switch mode {cfg.switch_mode}: one SubNet held at a time")
     return Stack(runtime, profile, policy, backend, path, reused, tmp)
