@@ -18,7 +18,6 @@ kill mid-write leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .io import atomic_path
 from .models import SuperNet, create_supernet
 from .space import SearchSpace, SubnetConfig
 
@@ -67,19 +67,9 @@ def plain(value: Any) -> Any:
 
 def atomic_torch_save(payload: Any, path: str | os.PathLike) -> Path:
     """torch.save to a temp file beside `path`, fsync, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
 
 
 def save_checkpoint(path: str | os.PathLike, supernet: SuperNet, *,

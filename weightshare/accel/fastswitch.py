@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..io import atomic_path
 from ..models import StaticNet, SuperNet
 from ..space import SubnetConfig
 from .footprint import Footprint, norm_tensor_name, subnet_footprint, subnet_id
@@ -44,12 +45,9 @@ def save_supernet_weights(net: SuperNet, path: str | os.PathLike) -> Path:
         for key, (mean, var) in stats.items():
             tensors[norm_tensor_name(cfg, key, "mean")] = mean.detach().contiguous().cpu()
             tensors[norm_tensor_name(cfg, key, "var")] = var.detach().contiguous().cpu()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "weightshare-fastswitch"})
-    os.replace(tmp, path)
-    return path
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "weightshare-fastswitch"})
+    return Path(path)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..io import atomic_path
 from ..space import SubnetConfig
 from .common import SearchError, atomic_write_text, read_json
 from .nsga import Candidate
@@ -135,10 +136,7 @@ def plot_frontier(points: Sequence[FrontierPoint], path: str | os.PathLike, *,
         ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
     plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return Path(path)

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ..data import Dataset, ImageSet
+from ..io import atomic_path
 from ..models import SuperNet
 from ..space import SearchSpace, SubnetConfig
 from ..train.evaluate import accuracy, recalibrate
@@ -234,10 +235,9 @@ class Predictor:
         from safetensors.torch import save_file
 
         weights, meta = Path(weights), Path(meta)
-        tmp = weights.with_name(f".{weights.name}.tmp")
         state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(tmp))
-        os.replace(tmp, weights)
+        with atomic_path(weights) as tmp:
+            save_file(state, str(tmp))
         atomic_write_text(meta, json.dumps({
             "format": FORMAT, "version": VERSION, "kind": self.kind,
             "hidden": list(KINDS[self.kind]), "mean": self.mean, "std": self.std,
