@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 from .core import Decision, QueueView, Request
 from .profile import Profile
+from .spec import parse_spec
 
 __all__ = [
     "FixedAIMD",
@@ -90,34 +91,17 @@ def list_policies() -> list[str]:
     return sorted(_POLICIES)
 
 
-def _value(text: str) -> Any:
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
-
-
 def make_policy(spec: str, **options: Any) -> Policy:
     """Build a policy from "name", "name:arg" or "name:arg,key=value,..." (plus `options`).
 
     Examples: "slackfit", "slackfit:bucket_ms=0.5", "fixed:s3", "fixed:largest,add=2",
     "infaas:max_held=2,acc_target=80".
     """
-    name, _, rest = spec.strip().partition(":")
+    name = spec.strip().partition(":")[0]
     cls = _POLICIES.get(name)
     if cls is None:
         raise ValueError(f"unknown policy {name!r}; registered: {', '.join(list_policies())}")
-    kwargs: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, val = part.partition("=")
-        if eq:
-            kwargs[key.strip()] = _value(val.strip())
-        elif cls.positional and cls.positional not in kwargs:
-            kwargs[cls.positional] = part
-        else:
-            raise ValueError(f"policy {name!r}: cannot read {part!r} (use key=value)")
+    _, kwargs = parse_spec(spec, "policy", cls.positional)
     kwargs.update(options)
     try:
         return cls(**kwargs)

@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .spec import parse_spec
+
 __all__ = [
     "AZURE_SAMPLE",
     "Trace",
@@ -117,31 +119,12 @@ def list_traces() -> list[str]:
     return sorted(_TRACES)
 
 
-def _value(text: str) -> Any:
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    if "/" in text:  # "50/200/50" is a list of rates; a path stays a string
-        parts = [_value(t) for t in text.split("/")]
-        if all(isinstance(v, int | float) for v in parts):
-            return parts
-    return text
-
-
 def make_trace(spec: str, **overrides: Any) -> Trace:
     """A trace from "name:key=value,...", e.g. "gamma:rate=100,cv2=4,duration=10,seed=1"."""
-    name, _, rest = spec.strip().partition(":")
+    name, kwargs = parse_spec(spec, "trace")
     fn = _TRACES.get(name)
     if fn is None:
         raise ValueError(f"unknown trace {name!r}; registered: {', '.join(list_traces())}")
-    kwargs: dict[str, Any] = {}
-    for part in filter(None, (p.strip() for p in rest.split(","))):
-        key, eq, val = part.partition("=")
-        if not eq:
-            raise ValueError(f"trace spec {spec!r}: expected key=value, got {part!r}")
-        kwargs[key.strip()] = _value(val.strip())
     kwargs.update(overrides)
     try:
         return fn(**kwargs)
