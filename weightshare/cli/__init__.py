@@ -1,0 +1,31 @@
+"""The `weightshare` command line (`weightshare.cli:main`).
+
+`core` holds the application, the shared options and helpers and the
+foundation / training commands; each other module adds one area's commands
+to the same `app` when imported: `search` (specialize), `serve` (serving and
+load tests), `accel` (small accelerators). See `core`'s docstring for how to
+add a command.
+"""
+
+from . import accel, search, serve  # noqa: F401  (registers their commands on `app`)
+from .core import (
+    USER_ERRORS,
+    app,
+    build_supernet,
+    emit_json,
+    fmt_count,
+    main,
+    parse_overrides,
+    parse_subnet,
+)
+
+__all__ = [
+    "USER_ERRORS",
+    "app",
+    "build_supernet",
+    "emit_json",
+    "fmt_count",
+    "main",
+    "parse_overrides",
+    "parse_subnet",
+]

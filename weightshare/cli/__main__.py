@@ -1,0 +1,7 @@
+"""`python -m weightshare.cli ...` runs the command line."""
+
+import sys
+
+from .core import main
+
+sys.exit(main())

@@ -1,0 +1,425 @@
+"""Specialize commands: latency tables, accuracy predictor, search, frontier."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..space import SubnetConfig
+
+if TYPE_CHECKING:
+    pass
+
+from .core import (
+    JsonOpt,
+    SeedOpt,
+    app,
+    emit_json,
+    fmt_count,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Specialize: latency tables, accuracy predictor, search, frontier
+# ---------------------------------------------------------------------------------------------
+
+CheckpointOpt = Annotated[
+    Path, typer.Option("--checkpoint", "-c", metavar="CKPT", help="SuperNet checkpoint.")
+]
+TableOpt = Annotated[
+    Path | None,
+    typer.Option("--latency-table", "-t", metavar="TABLE",
+                 help="Latency table from `weightshare profile` (needed for latency limits and "
+                 "the latency objective)."),
+]
+DatasetNameOpt = Annotated[
+    str | None,
+    typer.Option("--dataset", help="Dataset name (default: the one the checkpoint was trained on)."),
+]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", help="Dataset folder.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N.")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", min=1, help="torch CPU threads (default: torch's).")
+]
+MaxLatencyOpt = Annotated[
+    float | None, typer.Option("--max-latency-ms", help="Latency limit (ms, from the table).")
+]
+MaxMacsOpt = Annotated[float | None, typer.Option("--max-macs", help="MACs limit (e.g. 20e6).")]
+MaxParamsOpt = Annotated[float | None, typer.Option("--max-params", help="Parameter limit.")]
+ObjectiveOpt = Annotated[
+    str | None,
+    typer.Option("--objective", help="Cost to minimize beside accuracy: latency | macs | params "
+                 "(default: the capped one; for frontier, latency with a table, else macs)."),
+]
+MeasuredOpt = Annotated[
+    bool, typer.Option("--measured", help="Rank by measured accuracy (BN recalibration + held-out "
+                       "top-1 per SubNet; slow) instead of the fitted predictor.")
+]
+PopulationOpt = Annotated[int, typer.Option("--population", min=2, help="NSGA-II population.")]
+GenerationsOpt = Annotated[int, typer.Option("--generations", min=1, help="NSGA-II generations.")]
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _load_for_search(checkpoint: Path, table: Path | None, measured: bool, dataset: str | None,
+                     data_dir: Path | None, device: str):
+    """(checkpoint, evaluator, accuracy source, dataset or None) for search and frontier."""
+    from ..checkpoint import load_checkpoint
+    from ..search.latency_table import load_latency_table
+    from ..search.nsga import Evaluator
+    from ..search.specialize import accuracy_fn, dataset_for
+
+    ck = load_checkpoint(checkpoint, map_location=device)
+    net = ck.supernet.eval()
+    lut = load_latency_table(table, net) if table is not None else None
+    data = dataset_for(ck, dataset, data_dir) if measured else None
+    fn, source = accuracy_fn(net, checkpoint, measured=measured, dataset=data, device=device)
+    return ck, Evaluator(net, fn, lut), source, data
+
+
+def _caps(max_latency_ms: float | None, max_macs: float | None,
+          max_params: float | None) -> dict[str, float]:
+    caps = {"max_latency_ms": max_latency_ms, "max_macs": max_macs, "max_params": max_params}
+    return {k: v for k, v in caps.items() if v is not None}
+
+
+def _fmt_candidate(c: Any) -> str:
+    lat = f", {c.costs['latency_ms']:.3f} ms" if "latency_ms" in c.costs else ""
+    return (f"acc {c.acc:.2f} %, {fmt_count(c.costs['macs'])} MACs, "
+            f"{fmt_count(c.costs['params'])} params{lat}")
+
+
+@app.command()
+def profile(
+    checkpoint: CheckpointOpt,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="TABLE.json", help="Latency table to write.")
+    ],
+    device: DeviceOpt = "cpu",
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Batch size to time.")] = 1,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed calls per op and round.")] = 50,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls first.")] = 10,
+    rounds: Annotated[
+        int, typer.Option("--rounds", min=1, help="Timing rounds per op (the lowest median is "
+                          "kept: other processes only add time).")
+    ] = 3,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure a per-operator latency table of a SuperNet on this machine.
+
+    Every elastic block is timed at each of its choices and input shapes (plus the
+    fixed stem, final layers and head) as a static extracted layer: warm-up, then the
+    median of repeated timings. A SubNet's latency is then predicted as the sum of
+    its layers' entries (microseconds) plus the measured cost of running an empty
+    network. The table records the device, batch, thread count and the SuperNet it
+    was made for; check its error with `weightshare profile-check`.
+
+    Example:
+
+        weightshare profile -c runs/deps/checkpoint.pt --device cpu -o cpu_table.json
+    """
+    from ..checkpoint import load_checkpoint
+    from ..search.latency_table import build_latency_table
+
+    _set_threads(threads)
+    net = load_checkpoint(checkpoint).supernet.eval()
+    table = build_latency_table(net, device=device, batch=batch, warmup=warmup, runs=runs,
+                                rounds=rounds, progress=not as_json)
+    table.save(output)
+    sp = net.space
+    ends = {w: table.predict_ms(sp, c) for w, c in (("smallest", sp.smallest()),
+                                                     ("largest", sp.largest()))}
+    if as_json:
+        emit_json({"path": str(output), "entries": len(table.entries), "device": table.device,
+                   "batch": table.batch, "threads": table.threads,
+                   "overhead_us": table.overhead_us, **{f"{k}_ms": v for k, v in ends.items()},
+                   "build_s": table.meta["build_s"]})
+        return
+    typer.echo(f"wrote {output}: {len(table.entries)} ops timed on {table.device}, batch "
+               f"{table.batch}, {table.threads} threads ({table.meta['build_s']:.1f} s)")
+    typer.echo(f"per-call overhead added to every prediction: {table.overhead_us:.1f} us")
+    typer.echo(f"predicted: smallest {ends['smallest']:.3f} ms, largest {ends['largest']:.3f} ms")
+
+
+@app.command("profile-check")
+def profile_check(
+    checkpoint: CheckpointOpt,
+    latency_table: Annotated[
+        Path, typer.Option("--latency-table", "-t", metavar="TABLE", help="Table to check.")
+    ],
+    n: Annotated[int, typer.Option("-n", "--num", min=2, help="SubNets to time end to end.")] = 20,
+    seed: SeedOpt = 0,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed calls per SubNet and round.")] = 50,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Timing rounds per SubNet.")] = 3,
+    threads: ThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a latency table: time N extracted SubNets end to end (the smallest, the largest
+    and random ones) on the table's device and batch, and report the table's error.
+
+    Prints the mean absolute percentage error (MAPE) of the predicted latency and the
+    Kendall rank correlation between predicted and measured latency. Run it on the
+    machine (and thread count) the table was made on.
+
+    Example:
+
+        weightshare profile-check -c runs/deps/checkpoint.pt -t cpu_table.json -n 30
+    """
+    from ..checkpoint import load_checkpoint
+    from ..search.latency_table import check_latency_table, load_latency_table
+
+    _set_threads(threads)
+    net = load_checkpoint(checkpoint).supernet.eval()
+    table = load_latency_table(latency_table, net)
+    report = check_latency_table(table, net, n=n, seed=seed, runs=runs, rounds=rounds,
+                                 progress=not as_json)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    typer.echo(f"{'predicted ms':>12}  {'measured ms':>11}  {'error %':>7}  MACs")
+    for r in sorted(report.rows, key=lambda r: r["measured_ms"]):
+        cfg = SubnetConfig.from_dict(r["subnet"])
+        err = 100 * (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"]
+        typer.echo(f"{r['predicted_ms']:12.3f}  {r['measured_ms']:11.3f}  {err:7.1f}  "
+                   f"{fmt_count(net.cost(cfg).macs)}")
+    typer.echo(f"{report.n_subnets} SubNets: MAPE {report.mape:.1f} %, Kendall tau "
+               f"{report.kendall_tau:.3f} (per-call overhead {report.overhead_us:.1f} us included)")
+
+
+predictor_app = typer.Typer(help="Accuracy predictor of a checkpoint's SubNets.",
+                            no_args_is_help=True)
+app.add_typer(predictor_app, name="predictor")
+
+
+@predictor_app.command("fit")
+def predictor_fit(
+    checkpoint: CheckpointOpt,
+    samples: Annotated[int, typer.Option("--samples", "-n", min=6, help="SubNets to measure.")
+                       ] = 1000,
+    kind: Annotated[
+        str, typer.Option("--kind", help="auto (MLP or linear, whichever ranks a validation "
+                          "slice better) | mlp (OFA: 3 x 400) | linear.")
+    ] = "auto",
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Training epochs.")] = 200,
+    dataset: DatasetNameOpt = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "cpu",
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure SubNets and fit an accuracy predictor, saved beside the checkpoint.
+
+    Each SubNet's BN statistics are recalibrated on one half of the held-out calib
+    split and its top-1 is measured on the other half (never the test split). The
+    measurements are appended to CKPT.predictor.jsonl as they are made, so an
+    interrupted run resumes and a later run with more --samples reuses them. The
+    model (CKPT.predictor.safetensors + .json) is scored on SubNets it was not
+    fitted on: RMSE and Kendall tau.
+
+    Example:
+
+        weightshare predictor fit -c runs/deps/checkpoint.pt --samples 1000
+    """
+    from ..checkpoint import load_checkpoint
+    from ..search.predictor import fit_and_save, predictor_paths
+    from ..search.specialize import dataset_for
+
+    ck = load_checkpoint(checkpoint, map_location=device)
+    data = dataset_for(ck, dataset, data_dir)
+    pred = fit_and_save(ck.supernet.eval(), data, checkpoint, samples, kind=kind, seed=seed,
+                        epochs=epochs, device=device, progress=not as_json)
+    rep = pred.report
+    assert rep is not None
+    paths = predictor_paths(checkpoint)
+    if as_json:
+        emit_json({**rep.to_dict(), "weights": str(paths["weights"]), "meta": str(paths["meta"]),
+                   "samples_file": str(paths["samples"])})
+        return
+    typer.echo(f"fitted a {rep.kind} predictor on {rep.n_fit} SubNets "
+               f"(samples: {paths['samples']})")
+    typer.echo(f"on {rep.n_test} unseen SubNets: RMSE {rep.rmse:.3f} points, "
+               f"Kendall tau {rep.kendall_tau:.3f}")
+    typer.echo(f"saved {paths['weights']} and {paths['meta']}")
+
+
+@app.command()
+def search(
+    checkpoint: CheckpointOpt,
+    latency_table: TableOpt = None,
+    max_latency_ms: MaxLatencyOpt = None,
+    max_macs: MaxMacsOpt = None,
+    max_params: MaxParamsOpt = None,
+    targets: Annotated[
+        Path | None,
+        typer.Option("--targets", metavar="YAML",
+                     help="Many targets at once: a YAML list of {name, max_latency_ms, max_macs, "
+                     "max_params}; they share the predictor and the table."),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", metavar="PATH",
+                     help="Write the chosen SubnetConfig JSON here (for `export --subnet`); with "
+                     "--targets, a folder that gets NAME.json per target."),
+    ] = None,
+    objective: ObjectiveOpt = None,
+    measured: MeasuredOpt = False,
+    dataset: DatasetNameOpt = None,
+    data_dir: DataDirOpt = None,
+    population: PopulationOpt = 100,
+    generations: GenerationsOpt = 50,
+    device: DeviceOpt = "cpu",
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Find the most accurate SubNet within a latency / MACs / parameter budget, with no
+    training: NSGA-II over the space, ranked by the fitted accuracy predictor.
+
+    Give the limits with --max-latency-ms (needs --latency-table), --max-macs,
+    --max-params, or many targets with --targets. A limit below the smallest SubNet's
+    cost is refused, naming the smallest achievable value. -o writes the SubNet for
+    `weightshare export --subnet`.
+
+    Example:
+
+        weightshare search -c ckpt.pt -t cpu_table.json --max-latency-ms 5 -o subnet.json
+    """
+    from ..search.common import atomic_write_text
+    from ..search.specialize import specialize_targets
+    from ..search.targets import Target, load_targets
+
+    caps = _caps(max_latency_ms, max_macs, max_params)
+    if targets is not None and caps:
+        raise ValueError("give either --targets or --max-latency-ms/--max-macs/--max-params")
+    goals = (load_targets(targets) if targets is not None
+             else [Target("target", **caps)] if caps else None)
+    if goals is None:
+        raise ValueError("give a limit (--max-latency-ms, --max-macs, --max-params) or --targets; "
+                         "for the whole frontier use `weightshare frontier`")
+    _, evaluator, source, _ = _load_for_search(checkpoint, latency_table, measured, dataset,
+                                               data_dir, device)
+    results = specialize_targets(evaluator.net, evaluator, goals, objective=objective,
+                                 pop_size=population, generations=generations, seed=seed,
+                                 progress=not as_json)
+    written = []
+    if output is not None:
+        for r in results:
+            path = output / f"{r.target.name}.json" if targets is not None else output
+            atomic_write_text(path, r.best.subnet.to_json() + "\n")
+            written.append(str(path))
+    if as_json:
+        rows = [{**r.to_dict(), "accuracy_source": source} for r in results]
+        for row, path in zip(rows, written or [None] * len(rows), strict=True):
+            row["output"] = path
+        emit_json(rows if targets is not None else rows[0])
+        return
+    for i, r in enumerate(results):
+        typer.echo(f"{r.target.name} {r.target.constraints}: {_fmt_candidate(r.best)} "
+                   f"[{source}; {r.result.evaluations} evaluations, {r.seconds:.1f} s]")
+        typer.echo(f"  {r.best.subnet.to_json()}")
+        if written:
+            typer.echo(f"  wrote {written[i]} (weightshare export -c {checkpoint} --subnet "
+                       f"{written[i]} -o {Path(written[i]).with_suffix('.onnx')})")
+
+
+@app.command()
+def frontier(
+    checkpoint: CheckpointOpt,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="FRONTIER.json", help="Frontier file.")
+    ],
+    latency_table: TableOpt = None,
+    max_latency_ms: MaxLatencyOpt = None,
+    max_macs: MaxMacsOpt = None,
+    max_params: MaxParamsOpt = None,
+    objective: ObjectiveOpt = None,
+    measured: MeasuredOpt = False,
+    remeasure: Annotated[
+        bool, typer.Option("--remeasure/--no-remeasure",
+                           help="Re-measure the frontier's true test top-1 after BN recalibration.")
+    ] = True,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", metavar="PNG", help="Plot (default: FRONTIER.png).")
+    ] = None,
+    save: Annotated[
+        bool, typer.Option("--save/--no-save", help="Store the frontier SubNets' recalibrated "
+                           "BN statistics in the checkpoint (for serving).")
+    ] = True,
+    dataset: DatasetNameOpt = None,
+    data_dir: DataDirOpt = None,
+    population: PopulationOpt = 100,
+    generations: GenerationsOpt = 50,
+    device: DeviceOpt = "cpu",
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search the whole accuracy-vs-cost Pareto frontier in one NSGA-II run, re-measure the
+    frontier SubNets' true accuracy, and write them as JSON plus a plot.
+
+    The file is a list of {subnet, predicted_acc, measured_acc, macs, params, latency_ms},
+    by increasing cost: what serving deploys. Limits (--max-*) keep the frontier within a
+    budget. The plot shows accuracy vs latency (with a table) and vs MACs.
+
+    Example:
+
+        weightshare frontier -c ckpt.pt -t cpu_table.json -o frontier.json
+    """
+    from ..checkpoint import save_checkpoint
+    from ..search.common import supernet_identity
+    from ..search.frontier import measure_frontier, plot_frontier, save_frontier
+    from ..search.nsga import nsga2_search, require_feasible
+    from ..search.specialize import dataset_for
+    from ..search.targets import Target, check_feasible
+
+    caps = _caps(max_latency_ms, max_macs, max_params)
+    ck, evaluator, source, data = _load_for_search(checkpoint, latency_table, measured, dataset,
+                                                   data_dir, device)
+    net = evaluator.net
+    constraints: dict[str, float] = {}
+    if caps:
+        target = Target("frontier", **caps)
+        check_feasible(target, evaluator.costs(net.space.smallest()))
+        constraints = target.constraints
+    obj = objective or ("latency" if evaluator.table is not None else "macs")
+    t0 = time.perf_counter()
+    result = require_feasible(nsga2_search(net.space, evaluator, objective=obj,
+                                           constraints=constraints, pop_size=population,
+                                           generations=generations, seed=seed,
+                                           progress=not as_json), "the frontier search")
+    search_s = time.perf_counter() - t0
+    if remeasure and data is None:
+        data = dataset_for(ck, dataset, data_dir)
+    points = measure_frontier(net, result.pareto, data if remeasure else None, device=device,
+                              progress=not as_json)
+    table = evaluator.table
+    save_frontier(output, points, supernet=supernet_identity(net), extra={
+        "objective": result.objective, "constraints": constraints, "accuracy_source": source,
+        "evaluations": result.evaluations, "search_s": search_s,
+        "latency_table": ({"path": str(latency_table), "device": table.device,
+                           "batch": table.batch, "threads": table.threads}
+                          if table is not None else None),
+    })
+    plot_path = plot_frontier(points, plot or output.with_suffix(".png"),
+                              title=f"{net.name}: {len(points)} Pareto SubNets ({source})")
+    if save and remeasure:
+        save_checkpoint(checkpoint, net, train_state=ck.train_state, meta=ck.meta)
+    if as_json:
+        emit_json({"path": str(output), "plot": str(plot_path), "evaluations": result.evaluations,
+                   "search_s": search_s, "frontier": [p.to_dict() for p in points]})
+        return
+    typer.echo(f"{len(points)} Pareto SubNets from {result.evaluations} evaluations "
+               f"({search_s:.1f} s, accuracy {source})")
+    typer.echo(f"{'MACs':>10}  {'params':>9}  {'lat ms':>7}  {'pred %':>6}  {'test %':>6}")
+    for p in points:
+        lat = f"{p.latency_ms:7.3f}" if p.latency_ms is not None else f"{'-':>7}"
+        meas = f"{p.measured_acc:6.2f}" if p.measured_acc is not None else f"{'-':>6}"
+        typer.echo(f"{fmt_count(p.macs):>10}  {fmt_count(p.params):>9}  {lat}  "
+                   f"{p.predicted_acc:6.2f}  {meas}")
+    typer.echo(f"wrote {output} and {plot_path}")

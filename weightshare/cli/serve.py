@@ -1,0 +1,369 @@
+"""Serving commands: `serve` (the Open Inference Protocol server), `serve profile|simulate|runtime`, `loadtest`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    pass
+
+from .core import (
+    JsonOpt,
+    SeedOpt,
+    app,
+    emit_json,
+    fail,
+    fmt_count,
+)
+
+# ---------------------------------------------------------------------------------------------
+# Serving (weightshare.serve): `serve` (the server), `serve profile|simulate|runtime`, `loadtest`
+# ---------------------------------------------------------------------------------------------
+
+serve_app = typer.Typer(
+    help="Serve a SuperNet adaptively (SuperServe): the Open Inference Protocol server, its "
+    "latency profile, the simulator and the runtime report.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(serve_app, name="serve")
+
+ServeCheckpointOpt = Annotated[
+    Path, typer.Option("--checkpoint", "-c", metavar="CKPT", help="SuperNet checkpoint.")
+]
+ServeDeployOpt = Annotated[
+    Path | None,
+    typer.Option("--deploy", metavar="FRONTIER.json",
+                 help='SubNets to deploy: a JSON list of {"subnet": {...}, "acc": ...} '
+                 "(default: --num-subnets spread evenly in MACs)."),
+]
+ServeNumSubnetsOpt = Annotated[
+    int, typer.Option("--num-subnets", "-n", min=1, help="SubNets to deploy without --deploy.")
+]
+ServeDatasetOpt = Annotated[
+    str, typer.Option("--dataset", help="Dataset for BN recalibration and test accuracy of "
+                      "SubNets the checkpoint lacks them for.")
+]
+ServeDataDirOpt = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR",
+                                                 help="Dataset folder.")]
+ServeTestSubsetOpt = Annotated[
+    int | None, typer.Option("--test-subset", min=1, help="Test images used for accuracy.")
+]
+ServeProfileOpt = Annotated[
+    Path | None, typer.Option("--profile", metavar="FILE.json",
+                              help="Latency profile (default: CKPT.profile.json).")
+]
+ServeMaxBatchOpt = Annotated[int, typer.Option("--max-batch", min=1,
+                                          help="Largest batch profiled and served.")]
+ServeThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1,
+                                                help="Torch intra-op threads.")]
+ServeSloOpt = Annotated[float, typer.Option("--slo-ms", min=0.001,
+                                       help="Default per-request deadline (ms).")]
+
+
+def _stack_config(checkpoint: Path, **kw: Any) -> Any:
+    from ..serve.stack import StackConfig
+
+    for key in ("deploy", "data_dir", "profile"):
+        if kw.get(key) is not None:
+            kw[key] = str(kw[key])
+    return StackConfig(checkpoint=str(checkpoint), **kw)
+
+
+def _log(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+@serve_app.callback()
+def serve(
+    ctx: typer.Context,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", "-c", metavar="CKPT",
+                                  help="SuperNet checkpoint to serve.")
+    ] = None,
+    policy: Annotated[str, typer.Option("--policy", help="slackfit | maxacc | fixed:<subnet> "
+                                        "| infaas (options: name:key=value,...).")] = "slackfit",
+    host: Annotated[str, typer.Option("--host", help="Address to bind (loopback by default).")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535)] = 8000,
+    model_name: Annotated[str, typer.Option("--model-name", help="Model name in the URLs.")
+                          ] = "weightshare",
+    slo_ms: ServeSloOpt = 100.0,
+    token: Annotated[str | None, typer.Option(
+        "--token", envvar="WEIGHTSHARE_TOKEN",
+        help="Require 'Authorization: Bearer TOKEN' on model and metrics endpoints.")] = None,
+    deploy: ServeDeployOpt = None,
+    num_subnets: ServeNumSubnetsOpt = 6,
+    dataset: ServeDatasetOpt = "fashion-mnist",
+    data_dir: ServeDataDirOpt = None,
+    test_subset: ServeTestSubsetOpt = None,
+    profile: ServeProfileOpt = None,
+    max_batch: ServeMaxBatchOpt = 32,
+    threads: ServeThreadsOpt = None,
+    queue_size: Annotated[int, typer.Option("--queue-size", min=1,
+                                            help="Requests queued before answering 429.")] = 512,
+    switch_mode: Annotated[str | None, typer.Option(
+        "--switch-mode", metavar="full|delta",
+        help="Hold one SubNet at a time: 'full' loads its whole extracted model per switch, "
+        "'delta' reads only the missing weight slices (FastSwitch).")] = None,
+) -> None:
+    """Serve a checkpoint over the Open Inference Protocol (KServe v2 / Triton HTTP): one
+    SuperNet in memory, the SubNet and batch size chosen per batch by the policy (SlackFit by
+    default) from the latency profile, measured once and saved beside the checkpoint.
+
+    Requests may set "parameters": {"slo_ms": 50}; answers say which SubNet served them.
+    Ctrl-C drains in-flight requests, then exits. Subcommands: profile, simulate, runtime.
+
+    Example:
+
+        weightshare serve --checkpoint runs/deps/checkpoint.pt --policy slackfit --slo-ms 100
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if checkpoint is None:
+        typer.echo(ctx.get_help())
+        fail("--checkpoint is required to serve (or name a subcommand)")
+    import uvicorn
+
+    from ..serve.metrics import ServeMetrics
+    from ..serve.server import ServerConfig, create_app
+    from ..serve.stack import build_stack
+    from ..serve.worker import InferenceWorker
+
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        _log(f"warning: binding {host}: the server is reachable from other machines"
+             + ("" if token else " without a token"))
+    stack = build_stack(_stack_config(
+        checkpoint, policy=policy, deploy=deploy, num_subnets=num_subnets, dataset=dataset,
+        data_dir=data_dir, test_subset=test_subset, profile=profile, max_batch=max_batch,
+        threads=threads, switch_mode=switch_mode), log=_log)
+    metrics = ServeMetrics()
+    worker = InferenceWorker(stack.backend, stack.policy, stack.profile,
+                             queue_capacity=queue_size, metrics=metrics)
+    app_ = create_app(worker, stack.runtime.input_shape(), stack.runtime.num_classes,
+                      ServerConfig(model_name=model_name, slo_ms=slo_ms,
+                                   max_request_batch=max_batch, token=token,
+                                   info={"checkpoint": str(checkpoint)}), metrics)
+    for s in stack.profile.subnets:
+        _log(f"  {s.name}: {fmt_count(s.macs)} MACs, {s.acc:.2f} %, "
+             f"{stack.profile.latency_ms(s.name, 1, 'median'):.2f} ms at batch 1")
+    _log(f"serving {model_name!r} with {stack.policy.describe()} on http://{host}:{port}/v2")
+    try:
+        uvicorn.run(app_, host=host, port=port, log_level="warning",
+                    timeout_graceful_shutdown=30)
+    finally:
+        stack.close()
+
+
+@serve_app.command("profile")
+def serve_profile(
+    checkpoint: ServeCheckpointOpt,
+    deploy: ServeDeployOpt = None,
+    num_subnets: ServeNumSubnetsOpt = 6,
+    dataset: ServeDatasetOpt = "fashion-mnist",
+    data_dir: ServeDataDirOpt = None,
+    test_subset: ServeTestSubsetOpt = None,
+    profile: ServeProfileOpt = None,
+    max_batch: ServeMaxBatchOpt = 32,
+    runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per batch size.")] = 20,
+    threads: ServeThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure the latency profile the scheduler plans with: every deployed SubNet at batch
+    sizes 1, 2, 4, ... up to --max-batch (median and p99), the time to load each as a
+    separate model from disk, and the SubNetAct switch cost; saved as JSON with the machine,
+    thread count and checkpoint identity (`serve` reuses it while they match).
+
+    Example:
+
+        weightshare serve profile -c runs/deps/checkpoint.pt --max-batch 32 --threads 2
+    """
+    from ..serve.stack import build_stack
+
+    stack = build_stack(_stack_config(
+        checkpoint, deploy=deploy, num_subnets=num_subnets, dataset=dataset, data_dir=data_dir,
+        test_subset=test_subset, profile=profile, reprofile=True, max_batch=max_batch,
+        profile_runs=runs, threads=threads), log=_log)
+    p = stack.profile
+    if as_json:
+        emit_json({"path": str(stack.profile_path), **p.to_dict()})
+        return
+    sizes = p.batch_sizes
+    typer.echo(f"{'SubNet':<7} {'MACs':>9} {'acc %':>6} {'load ms':>8}  "
+               + "  ".join(f"b{b:<3} ms" for b in sizes) + "   (median)")
+    for s in p.subnets:
+        typer.echo(f"{s.name:<7} {fmt_count(s.macs):>9} {s.acc:6.2f} "
+                   f"{p.load_ms.get(s.name, float('nan')):8.2f}  "
+                   + "  ".join(f"{v:7.2f}" for v in p.median_ms[s.name]))
+    typer.echo(f"SubNetAct switch cost: {p.switch_us:.1f} us; "
+               f"{p.meta.get('threads')} threads; saved {stack.profile_path}")
+
+
+@serve_app.command("simulate")
+def serve_simulate(
+    profile: Annotated[Path, typer.Option("--profile", "-p", metavar="FILE.json",
+                                          help="Profile from `serve profile`.")],
+    policy: Annotated[
+        list[str] | None,
+        typer.Option("--policy", help="Policy to simulate; repeatable (default: slackfit, "
+                     "maxacc, infaas, fixed:smallest, fixed:largest)."),
+    ] = None,
+    trace: Annotated[
+        list[str] | None,
+        typer.Option("--trace", help="Trace spec, e.g. gamma:rate=200,cv2=8,duration=30 or "
+                     "azure:minutes=10; repeatable (default: gamma cv2=4 at 80% of the "
+                     "smallest SubNet's peak throughput)."),
+    ] = None,
+    slo_ms: ServeSloOpt = 100.0,
+    queue_size: Annotated[int, typer.Option("--queue-size", min=1)] = 512,
+    jitter: Annotated[float, typer.Option("--jitter", min=0.0, max=0.99,
+                                          help="Random +-fraction on each batch's time.")
+                      ] = 0.0,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Simulate serving on a virtual clock: the same policy objects, the profile's latencies
+    and a trace; reports SLO attainment, mean served accuracy, throughput, p50/p99 latency
+    and drops per (trace, policy). Deterministic for a given seed.
+
+    Example:
+
+        weightshare serve simulate -p ckpt.pt.profile.json --trace gamma:rate=300,cv2=8 --slo-ms 50
+    """
+    from ..serve.policies import make_policy
+    from ..serve.profile import Profile
+    from ..serve.simulate import SimConfig, simulate
+    from ..serve.traces import make_trace
+
+    prof = Profile.load(profile)
+    policies = policy or ["slackfit", "maxacc", "infaas", "fixed:smallest", "fixed:largest"]
+    if not trace:
+        small = prof.subnets[0].name
+        peak = max(b * 1000.0 / prof.latency_ms(small, b, "median") for b in prof.batch_sizes)
+        trace = [f"gamma:rate={0.8 * peak:.0f},cv2=4,duration=30,seed={seed}"]
+    cfg = SimConfig(slo_ms=slo_ms, queue_capacity=queue_size, jitter=jitter, seed=seed)
+    rows = []
+    for spec in trace:
+        tr = make_trace(spec)
+        for name in policies:
+            res = simulate(make_policy(name), prof, tr, cfg)
+            rows.append({"trace": spec, "policy": name, "requests": len(tr), **res.summary,
+                         "model_loads": res.loads})
+    if as_json:
+        emit_json(rows)
+        return
+    typer.echo(f"{'trace':<36} {'policy':<16} {'SLO %':>6} {'acc %':>6} {'rps':>7} "
+               f"{'p50 ms':>7} {'p99 ms':>7} {'drops':>6}")
+    for r in rows:
+        typer.echo(f"{r['trace'][:36]:<36} {r['policy'][:16]:<16} "
+                   f"{100 * r['slo_attainment']:6.2f} {r['mean_acc']:6.2f} "
+                   f"{r['throughput_rps']:7.1f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} "
+                   f"{r['dropped'] + r['rejected']:6d}")
+
+
+@serve_app.command("runtime")
+def serve_runtime(
+    checkpoint: ServeCheckpointOpt,
+    deploy: ServeDeployOpt = None,
+    num_subnets: ServeNumSubnetsOpt = 6,
+    dataset: ServeDatasetOpt = "fashion-mnist",
+    data_dir: ServeDataDirOpt = None,
+    test_subset: ServeTestSubsetOpt = None,
+    profile: ServeProfileOpt = None,
+    max_batch: ServeMaxBatchOpt = 32,
+    threads: ServeThreadsOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Report the SubNetAct runtime: bytes held for all deployed SubNets in one SuperNet vs
+    the same SubNets as separate extracted models, the switch cost between SubNets (µs) and
+    the cost of loading an extracted model from disk (ms).
+
+    Example:
+
+        weightshare serve runtime -c runs/deps/checkpoint.pt --json
+    """
+    import tempfile
+
+    from ..serve.runtime import ExtractedModelStore
+    from ..serve.stack import build_stack
+
+    stack = build_stack(_stack_config(
+        checkpoint, deploy=deploy, num_subnets=num_subnets, dataset=dataset, data_dir=data_dir,
+        test_subset=test_subset, profile=profile, max_batch=max_batch, threads=threads),
+        log=_log)
+    rt = stack.runtime
+    mem = rt.memory()
+    switch = rt.measure_switch_us()
+    with tempfile.TemporaryDirectory() as tmp:
+        store = ExtractedModelStore.from_runtime(rt, tmp)
+        load_ms = {n: store.measure_load_ms(n, runs=5) for n in rt.names}
+    report = {"memory": mem, "switch": switch, "load_ms": load_ms,
+              "deployed": [s.to_dict() for s in stack.profile.subnets]}
+    if as_json:
+        emit_json(report)
+        return
+    typer.echo(f"SubNetAct: {mem['subnetact_bytes']:,} bytes (SuperNet "
+               f"{mem['supernet_bytes']:,} + per-SubNet BN {mem['subnet_norm_bytes']:,}) for "
+               f"{len(rt.names)} SubNets")
+    typer.echo(f"separate models: {mem['separate_total_bytes']:,} bytes "
+               f"({mem['ratio_separate_over_subnetact']:.2f}x); process RSS "
+               f"{(mem['rss_bytes'] or 0) / 2**20:.0f} MiB")
+    typer.echo(f"switch {switch['from']} -> {switch['to']}: {switch['switch_us']:.1f} us "
+               f"(run after switch {switch['run_after_switch_us']:.0f} us, same SubNet "
+               f"{switch['run_same_us']:.0f} us; slicing overhead vs extracted "
+               f"{switch['slicing_overhead_us']:.0f} us)")
+    typer.echo("load from disk: " + ", ".join(f"{n} {v:.1f} ms" for n, v in load_ms.items()))
+
+
+@app.command()
+def loadtest(
+    url: Annotated[str, typer.Option("--url", help="Server base URL.")] = "http://127.0.0.1:8000",
+    model_name: Annotated[str, typer.Option("--model-name")] = "weightshare",
+    trace: Annotated[str, typer.Option(
+        "--trace", help="Trace spec: poisson:rate=R,duration=S | gamma:rate=R,cv2=C,duration=S | "
+        "varying:rates=A/B/C,segment=S | azure:minutes=M,scale=X,seconds_per_minute=S.")
+    ] = "poisson:rate=20,duration=10",
+    slo_ms: ServeSloOpt = 100.0,
+    token: Annotated[str | None, typer.Option("--token", envvar="WEIGHTSHARE_TOKEN")] = None,
+    max_requests: Annotated[int, typer.Option("--max-requests", min=1)] = 10_000,
+    max_seconds: Annotated[float, typer.Option("--max-seconds", min=0.1)] = 120.0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay a trace against an Open Inference Protocol server, open loop (each request sent
+    at its time regardless of earlier answers), each with its SLO; report SLO attainment,
+    mean served accuracy, throughput, p50/p99 latency and drops. Bounded by --max-requests
+    and --max-seconds.
+
+    Example:
+
+        weightshare loadtest --url http://127.0.0.1:8000 --trace gamma:rate=50,cv2=4,duration=20
+    """
+    import httpx
+
+    from ..serve.loadgen import LoadConfig, run_load_sync
+    from ..serve.traces import make_trace
+
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    try:
+        meta = httpx.get(f"{url.rstrip('/')}/v2/models/{model_name}", headers=headers,
+                         timeout=10).raise_for_status().json()
+    except httpx.HTTPError as err:
+        raise ValueError(f"cannot read model {model_name!r} from {url}: {err}") from None
+    shape = tuple(int(s) for s in meta["inputs"][0]["shape"][1:])
+    tr = make_trace(trace)
+    res = run_load_sync(tr, LoadConfig(url=url, model_name=model_name, slo_ms=slo_ms,
+                                       input_shape=shape, token=token,
+                                       max_requests=max_requests, max_seconds=max_seconds))
+    s = res.summary
+    if as_json:
+        emit_json({"trace": trace, **res.to_dict()})
+        return
+    typer.echo(f"{s['requests']} requests ({trace}), SLO {slo_ms:g} ms")
+    typer.echo(f"SLO attainment {100 * s['slo_attainment']:.2f} %, mean served accuracy "
+               f"{s['mean_acc']:.2f} %, throughput {s['throughput_rps']:.1f} req/s")
+    typer.echo(f"latency p50 {s['p50_ms']:.1f} ms, p99 {s['p99_ms']:.1f} ms; dropped/late "
+               f"{s['dropped'] + s['late']}, rejected {s['rejected']}, errors {s['errors']}")
+    typer.echo(f"SubNets: {s['subnets']}  HTTP: {res.statuses}")
