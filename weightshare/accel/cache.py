@@ -23,6 +23,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..registry import Registry
+
 __all__ = ["CachePolicy", "register_cache", "make_cache", "list_caches",
            "NoCache", "LRUCache", "SubGraphStationary"]
 
@@ -48,28 +50,19 @@ class CachePolicy(ABC):
         return sum(self.sizes[i] for i in self.cached())
 
 
-_CACHES: dict[str, type[CachePolicy]] = {}
+_CACHES: Registry[type[CachePolicy]] = Registry("cache policy", sort=False)
 
 
 def register_cache(name: str) -> Callable[[type[CachePolicy]], type[CachePolicy]]:
-    def deco(cls: type[CachePolicy]) -> type[CachePolicy]:
-        if name in _CACHES:
-            raise ValueError(f"cache policy {name!r} is already registered")
-        cls.name = name
-        _CACHES[name] = cls
-        return cls
-
-    return deco
+    return _CACHES.register(name, set_name=True)
 
 
 def list_caches() -> list[str]:
-    return list(_CACHES)
+    return _CACHES.names()
 
 
 def make_cache(name: str, capacity: float, sizes: Sequence[float], **options: Any) -> CachePolicy:
-    if name not in _CACHES:
-        raise ValueError(f"unknown cache policy {name!r}; registered: {', '.join(list_caches())}")
-    return _CACHES[name](capacity, sizes, **options)
+    return _CACHES.get(name)(capacity, sizes, **options)
 
 
 @register_cache("none")

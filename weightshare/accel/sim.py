@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..models import SuperNet
+from ..registry import Registry
 from ..space import SubnetConfig
 from .cache import make_cache
 from .cells import CellIndex
@@ -99,28 +100,19 @@ class Scheduler(ABC):
              estimate: Callable[[AccelSubnet], float]) -> AccelSubnet: ...
 
 
-_SCHEDULERS: dict[str, type[Scheduler]] = {}
+_SCHEDULERS: Registry[type[Scheduler]] = Registry("scheduler", sort=False)
 
 
 def register_scheduler(name: str) -> Callable[[type[Scheduler]], type[Scheduler]]:
-    def deco(cls: type[Scheduler]) -> type[Scheduler]:
-        if name in _SCHEDULERS:
-            raise ValueError(f"scheduler {name!r} is already registered")
-        cls.name = name
-        _SCHEDULERS[name] = cls
-        return cls
-
-    return deco
+    return _SCHEDULERS.register(name, set_name=True)
 
 
 def list_schedulers() -> list[str]:
-    return list(_SCHEDULERS)
+    return _SCHEDULERS.names()
 
 
 def make_scheduler(name: str) -> Scheduler:
-    if name not in _SCHEDULERS:
-        raise ValueError(f"unknown scheduler {name!r}; registered: {', '.join(list_schedulers())}")
-    return _SCHEDULERS[name]()
+    return _SCHEDULERS.get(name)()
 
 
 @register_scheduler("cache-aware")

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..registry import Registry
 from .core import Decision, QueueView, Request
 from .profile import Profile
 from .spec import parse_spec
@@ -73,22 +74,15 @@ class Policy(ABC):
 
 
 # ------------------------------------------------------------------- registry
-_POLICIES: dict[str, type[Policy]] = {}
+_POLICIES: Registry[type[Policy]] = Registry("policy")
 
 
 def register_policy(name: str) -> Callable[[type[Policy]], type[Policy]]:
-    def deco(cls: type[Policy]) -> type[Policy]:
-        if name in _POLICIES:
-            raise ValueError(f"policy {name!r} is already registered")
-        cls.name = name
-        _POLICIES[name] = cls
-        return cls
-
-    return deco
+    return _POLICIES.register(name, set_name=True)
 
 
 def list_policies() -> list[str]:
-    return sorted(_POLICIES)
+    return _POLICIES.names()
 
 
 def make_policy(spec: str, **options: Any) -> Policy:
@@ -99,8 +93,6 @@ def make_policy(spec: str, **options: Any) -> Policy:
     """
     name = spec.strip().partition(":")[0]
     cls = _POLICIES.get(name)
-    if cls is None:
-        raise ValueError(f"unknown policy {name!r}; registered: {', '.join(list_policies())}")
     _, kwargs = parse_spec(spec, "policy", cls.positional)
     kwargs.update(options)
     try:

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..registry import Registry
 from .spec import parse_spec
 
 __all__ = [
@@ -102,29 +103,21 @@ class Trace:
 
 
 # ------------------------------------------------------------------- registry
-_TRACES: dict[str, Callable[..., Trace]] = {}
+_TRACES: Registry[Callable[..., Trace]] = Registry("trace")
 
 
 def register_trace(name: str) -> Callable[[Callable[..., Trace]], Callable[..., Trace]]:
-    def deco(fn: Callable[..., Trace]) -> Callable[..., Trace]:
-        if name in _TRACES:
-            raise ValueError(f"trace {name!r} is already registered")
-        _TRACES[name] = fn
-        return fn
-
-    return deco
+    return _TRACES.register(name)
 
 
 def list_traces() -> list[str]:
-    return sorted(_TRACES)
+    return _TRACES.names()
 
 
 def make_trace(spec: str, **overrides: Any) -> Trace:
     """A trace from "name:key=value,...", e.g. "gamma:rate=100,cv2=4,duration=10,seed=1"."""
     name, kwargs = parse_spec(spec, "trace")
     fn = _TRACES.get(name)
-    if fn is None:
-        raise ValueError(f"unknown trace {name!r}; registered: {', '.join(list_traces())}")
     kwargs.update(overrides)
     try:
         return fn(**kwargs)
