@@ -9,13 +9,15 @@ fsyncs and renames it over the target, or removes it on error.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_text"]
+__all__ = ["atomic_path", "atomic_write_text", "read_json"]
 
 
 @contextmanager
@@ -42,3 +44,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def read_json(path: str | os.PathLike, what: str,
+              error: type[Exception] = ValueError) -> Any:
+    """Parse the JSON file that should hold a `what`; missing or corrupt files say so.
+
+    Missing: FileNotFoundError naming `what`; corrupt: `error` (a ValueError subclass
+    of the caller's module, so the CLI reports it as a user error).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(2, f"no {what} at this path", str(path))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise error(f"{path} is not a valid {what} (corrupt JSON: {err})") from None

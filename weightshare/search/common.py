@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..io import atomic_write_text
+from ..io import read_json as io_read_json
 
 if TYPE_CHECKING:
     from ..models import SuperNet
@@ -38,14 +38,8 @@ class SearchError(ValueError):
 
 
 def read_json(path: str | os.PathLike, what: str) -> Any:
-    """Parse a JSON file; a missing or corrupt one is a SearchError naming `what` it should be."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(2, "No such file", str(path))
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise SearchError(f"{path} is not a valid {what} (corrupt JSON: {err})") from None
+    """Parse a JSON file; a missing or corrupt one is an error naming `what` it should be."""
+    return io_read_json(path, what, SearchError)
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:

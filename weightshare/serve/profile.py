@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..io import atomic_write_text
+from ..io import atomic_write_text, read_json
 from ..space import SubnetConfig
 
 if TYPE_CHECKING:
@@ -224,12 +224,7 @@ class Profile:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Profile:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise FileNotFoundError(f"no profile at {path}") from None
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        data = read_json(path, "profile")
         try:
             return cls.from_dict(data)
         except (KeyError, TypeError, ValueError) as err:

@@ -23,7 +23,6 @@ or `load_frontier` reads them from a search frontier file;
 from __future__ import annotations
 
 import copy
-import json
 import os
 import random
 import statistics
@@ -38,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..io import read_json
 from ..models import StaticNet, SuperNet
 from ..space import SubnetConfig
 from .profile import DeployedSubnet
@@ -114,12 +114,7 @@ def load_frontier(path: str | os.PathLike) -> list[tuple[SubnetConfig, float | N
     A top-level object with a "frontier" (or "subnets") list is accepted too.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no frontier file at {path}") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    data = read_json(path, "frontier file")
     if isinstance(data, dict):
         data = data.get("frontier", data.get("subnets"))
     if not isinstance(data, list) or not data:
