@@ -1,0 +1,169 @@
+"""Federated commands: `fed` (SuperFedNAS in Flower's simulation) and `fed-app`
+(a Flower App folder for a deployment through SuperLink + SuperNodes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .core import (
+    DEFAULT_SUPERNET,
+    JsonOpt,
+    SeedOpt,
+    SetOpt,
+    SupernetOpt,
+    app,
+    emit_json,
+    parse_overrides,
+)
+
+FED_HELP = "See `weightshare fed --help`; the settings mirror `weightshare.fed.FedConfig`."
+
+
+def _config(supernet: str, set_: list[str] | None, **kw: Any):
+    from ..fed.config import FedConfig
+
+    return FedConfig(supernet=supernet, supernet_args=parse_overrides(set_), **kw)
+
+
+ClientsOpt = Annotated[int, typer.Option("--clients", min=1, help="Number of clients (SuperNodes).")]
+PerRoundOpt = Annotated[int, typer.Option("--per-round", min=1, help="Clients sampled per round.")]
+RoundsOpt = Annotated[int, typer.Option("--rounds", "-r", min=1, help="Federated rounds.")]
+AlphaOpt = Annotated[float, typer.Option(
+    "--alpha", help="Dirichlet label concentration of the client split: 0.1 strongly non-IID, "
+    "100 about IID.")]
+ModeOpt = Annotated[str, typer.Option(
+    "--mode", help="superfednas (weight-shared SubNets per client) or fedavg (every client "
+    "trains --subnet; the per-target baseline).")]
+FedSubnetOpt = Annotated[str, typer.Option(
+    "--subnet", metavar="JSON", help="fedavg: the SubNet all clients train (default largest).")]
+LocalEpochsOpt = Annotated[int, typer.Option("--local-epochs", min=1,
+                                             help="Local epochs per round (reference: 5).")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Client SGD learning rate (reference: 0.1).")]
+BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Client batch size.")]
+TrainSubsetOpt = Annotated[int, typer.Option(
+    "--train-subset", min=0, help="Use this many training images in all (0: every image).")]
+EvalEveryOpt = Annotated[int, typer.Option(
+    "--eval-every", min=1, help="Evaluate the corner SubNets every N rounds (and at the end).")]
+DatasetOpt = Annotated[str, typer.Option("--dataset", help="fashion-mnist, cifar10, imagefolder.")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR",
+                                                 help="Dataset folder (default: the built-in).")]
+
+
+@app.command("fed")
+def fed(
+    supernet: SupernetOpt = DEFAULT_SUPERNET,
+    set_: SetOpt = None,
+    clients: ClientsOpt = 20,
+    per_round: PerRoundOpt = 8,
+    rounds: RoundsOpt = 20,
+    alpha: AlphaOpt = 0.1,
+    mode: ModeOpt = "superfednas",
+    subnet: FedSubnetOpt = "",
+    local_epochs: LocalEpochsOpt = 1,
+    batch_size: BatchOpt = 64,
+    lr: LrOpt = 0.1,
+    train_subset: TrainSubsetOpt = 0,
+    eval_every: EvalEveryOpt = 5,
+    dataset: DatasetOpt = "fashion-mnist",
+    data_dir: DataDirOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR",
+                                      help="Run folder: checkpoint.pt, history.json, "
+                                      "clients.json. An existing run there is resumed.")
+                   ] = Path("runs/fed"),
+    parallel: Annotated[int | None, typer.Option(
+        "--parallel", min=1, help="Clients training at once (Ray actors; default: CPU cores "
+        "/ --threads).")] = None,
+    threads: Annotated[int, typer.Option("--threads", min=1,
+                                         help="torch threads per client.")] = 1,
+    max_client_macs: Annotated[float, typer.Option(
+        "--max-client-macs", help="Stop once the clients have spent this many training MACs "
+        "(0: run all rounds).")] = 0.0,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train a SuperNet federated with SuperFedNAS, in Flower's simulation engine.
+
+    Each round samples --per-round of --clients clients (Dirichlet(--alpha) label
+    split of the dataset), assigns SubNets by the tracking sandwich (largest,
+    smallest, random), sends each client only its SubNet's slice, and merges the
+    replies with overlap-aware aggregation. The corner SubNets are evaluated
+    every --eval-every rounds after BN recalibration; the checkpoint works with
+    `search`, `export` and `serve` like a centrally trained one. Killed runs
+    resume from the last checkpoint in --out. For real machines use `fed-app`.
+
+    Example:
+
+        weightshare fed --clients 20 --per-round 8 --rounds 50 --alpha 0.1 -o runs/fed
+    """
+    from tqdm import tqdm
+
+    from ..fed.simulate import simulate
+
+    cfg = _config(supernet, set_, clients=clients, per_round=per_round, rounds=rounds,
+                  alpha=alpha, mode=mode, subnet=subnet, local_epochs=local_epochs,
+                  batch_size=batch_size, lr=lr, train_subset=train_subset, eval_every=eval_every,
+                  dataset=dataset, data_root=str(data_dir or ""), seed=seed)
+    bar = tqdm(total=rounds, desc="rounds", disable=as_json)
+
+    def on_round(row: dict[str, Any]) -> None:
+        bar.n = row["round"]
+        accs = {k[4:]: f"{v:.1f}" for k, v in row.items() if k.startswith("acc_")}
+        bar.set_postfix(loss=f"{row.get('train_loss', float('nan')):.3f}", **accs)
+        if accs:
+            bar.write(f"round {row['round']}: " + ", ".join(f"{k} {v}%" for k, v in accs.items()))
+        bar.refresh()
+
+    history = simulate(cfg, out, parallel=parallel, threads=threads,
+                       max_client_macs=max_client_macs, on_round=on_round, verbose=False)
+    bar.close()
+    last = history["rounds"][-1]
+    if as_json:
+        emit_json({"out": str(out), "last": last})
+        return
+    accs = ", ".join(f"{k[4:]} {v:.2f}%" for k, v in last.items() if k.startswith("acc_"))
+    typer.echo(f"{len(history['rounds'])} rounds, {last['total_client_macs'] / 1e12:.3f} T "
+               f"client training MACs; {accs}")
+    typer.echo(f"checkpoint: {out / 'checkpoint.pt'}  (search it: weightshare frontier "
+               f"--checkpoint {out / 'checkpoint.pt'} ...)")
+
+
+@app.command("fed-app")
+def fed_app(
+    directory: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to write the app to.")],
+    supernet: SupernetOpt = DEFAULT_SUPERNET,
+    set_: SetOpt = None,
+    clients: ClientsOpt = 2,
+    per_round: PerRoundOpt = 2,
+    rounds: RoundsOpt = 3,
+    alpha: AlphaOpt = 0.1,
+    local_epochs: LocalEpochsOpt = 1,
+    train_subset: TrainSubsetOpt = 0,
+    eval_every: EvalEveryOpt = 5,
+    out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR",
+                                      help="Where the ServerApp writes its run folder.")
+                   ] = Path("runs/fed-deploy"),
+    seed: SeedOpt = 0,
+) -> None:
+    """Write a Flower App folder to run SuperFedNAS through Flower's deployment engine.
+
+    The folder's pyproject.toml names `weightshare.fed.app:server_app` and
+    `:client_app` and holds every setting in `[tool.flwr.app.config]` (override
+    any with `flwr run DIR CONN --run-config "rounds=10"`). Start a SuperLink and
+    one SuperNode per client (each with `--node-config "partition-id=I
+    num-partitions=N"`), point a Flower connection at the SuperLink, then `flwr
+    run` the folder; README "Federated" lists the exact commands.
+
+    Example:
+
+        weightshare fed-app fedapp --clients 2 --per-round 2 --rounds 3 --train-subset 2000
+    """
+    from ..fed.app import write_flower_app
+
+    cfg = _config(supernet, set_, clients=clients, per_round=per_round, rounds=rounds,
+                  alpha=alpha, local_epochs=local_epochs, train_subset=train_subset,
+                  eval_every=eval_every, seed=seed)
+    path = write_flower_app(directory, cfg, out)
+    typer.echo(f"wrote {path}; run it with: flwr run {directory} <connection> --stream")

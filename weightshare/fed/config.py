@@ -1,0 +1,95 @@
+"""Typed settings of a federated run, and their flat form for Flower's run config.
+
+The same `FedConfig` drives the in-process simulation (passed directly) and a
+deployment through SuperLink + SuperNodes, where it travels as the app's
+`run_config` (flat str/int/float/bool values: `to_run_config` / `from_run_config`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+__all__ = ["FedConfig", "MODES"]
+
+# superfednas: weight-shared SubNets per client; fedavg: every client trains `subnet`.
+MODES = ("superfednas", "fedavg")
+
+
+@dataclass
+class FedConfig:
+    """One federated training run (defaults: the reference's settings where they fit a CPU)."""
+
+    supernet: str = "ofa_mbv3_small"
+    supernet_args: dict[str, Any] = field(default_factory=dict)
+    mode: str = "superfednas"
+    subnet: str = ""  # fedavg: the SubNet every client trains (JSON); default the largest
+    dataset: str = "fashion-mnist"
+    data_root: str = ""
+    train_subset: int = 0  # 0: the whole training split is divided among the clients
+    calib_size: int = 2000  # server-side images for BN recalibration before evaluation
+    test_subset: int = 0
+    clients: int = 20
+    per_round: int = 8
+    rounds: int = 20
+    alpha: float = 0.1  # Dirichlet label concentration; 100 is close to IID
+    local_epochs: int = 1  # the reference uses 5
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    clip: float = 1.0
+    largest_start: float = 0.9
+    decay_fraction: float = 0.8
+    eval_every: int = 5
+    seed: int = 0
+    augment: bool = True
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for name in ("clients", "per_round", "rounds", "local_epochs", "batch_size", "eval_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.per_round > self.clients:
+            raise ValueError(f"per_round ({self.per_round}) cannot exceed clients ({self.clients})")
+        if self.alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if not 0 < self.largest_start <= 1 or not 0 < self.decay_fraction <= 1:
+            raise ValueError("largest_start and decay_fraction must be in (0, 1]")
+        if self.lr <= 0 or self.clip < 0:
+            raise ValueError("lr must be > 0 and clip >= 0 (0: no clipping)")
+
+    # ------------------------------------------------------------- run config
+    def to_run_config(self) -> dict[str, Any]:
+        """Flat values only (Flower's UserConfig); dicts travel as JSON strings."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            out[f.name.replace("_", "-")] = json.dumps(v) if isinstance(v, dict) else v
+        return out
+
+    @classmethod
+    def from_run_config(cls, rc: dict[str, Any]) -> FedConfig:
+        known = {f.name: f for f in fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in rc.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                continue  # other apps' keys may share the run config
+            default = getattr(cls(), name)
+            if isinstance(default, dict):
+                value = json.loads(value) if isinstance(value, str) else dict(value)
+            elif isinstance(default, bool):
+                value = value if isinstance(value, bool) else str(value).lower() in ("1", "true")
+            elif isinstance(default, int):
+                value = int(value)
+            elif isinstance(default, float):
+                value = float(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+    def replace(self, **changes: Any) -> FedConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,161 @@
+"""The Flower ServerApp: the round loop, server-side evaluation, checkpoints and resume.
+
+The loop drives the `SuperFedNAS` strategy's `configure_train` /
+`aggregate_train` over the Grid itself (rather than `Strategy.start`) so that
+it can resume from a checkpoint, stop at a client-compute budget, evaluate the
+corner SubNets every `eval_every` rounds after BN recalibration on the
+server's calibration images, and write a checkpoint in the same format as
+centralized training: search, export and serving work on it unchanged.
+
+Outputs in `out_dir`: `checkpoint.pt` (atomic, after every evaluation),
+`history.json` (one row per round), `clients.json` (per-client data sizes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from logging import INFO
+from pathlib import Path
+from typing import Any
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+
+from ..checkpoint import CheckpointError, load_checkpoint, plain, save_checkpoint
+from ..io import atomic_write_text, read_json
+from ..models import SuperNet, create_supernet
+from ..train.evaluate import accuracy, recalibrate
+from .client import client_partitions, load_fed_dataset
+from .config import FedConfig
+from .strategy import SuperFedNAS
+
+__all__ = ["run_server", "make_server_app", "evaluate_corners", "client_sizes"]
+
+RoundHook = Callable[[dict[str, Any]], None]
+
+
+def client_sizes(cfg: FedConfig) -> dict[str, Any]:
+    """Per-client sample counts and label histograms of the Dirichlet split."""
+    ds = load_fed_dataset(cfg)
+    labels = ds.train.labels
+    parts = client_partitions(cfg)
+    return {"alpha": cfg.alpha, "clients": [
+        {"client": i, "examples": len(p),
+         "labels": torch.bincount(labels[torch.as_tensor(p)], minlength=ds.num_classes).tolist()}
+        for i, p in enumerate(parts)]}
+
+
+def evaluate_corners(net: SuperNet, cfg: FedConfig) -> dict[str, float]:
+    """Test accuracy (percent) of the corner SubNets (FedAvg: its one SubNet), recalibrated."""
+    ds = load_fed_dataset(cfg)
+    net.subnet_norms.clear()  # statistics of older weights are stale
+    if cfg.mode == "fedavg":
+        from ..space import SubnetConfig
+
+        subnets = {"subnet": SubnetConfig.from_json(cfg.subnet) if cfg.subnet
+                   else net.space.largest()}
+    else:
+        subnets = {"largest": net.space.largest(), "smallest": net.space.smallest()}
+        for i, c in enumerate(net.space.corners()):
+            if c not in subnets.values():
+                subnets[f"corner{i}"] = c
+    out = {}
+    for name, subnet in subnets.items():
+        recalibrate(net, subnet, ds)
+        out[f"acc_{name}"] = accuracy(net, subnet, ds)
+    return out
+
+
+def _resume(ckpt: Path, net: SuperNet, strategy: SuperFedNAS, cfg: FedConfig
+            ) -> tuple[int, list[dict[str, Any]]]:
+    if not ckpt.exists():
+        return 1, []
+    loaded = load_checkpoint(ckpt)
+    fed = loaded.train_state.get("fed")
+    if not fed:
+        raise CheckpointError(f"{ckpt} is not a federated checkpoint; choose another --out")
+    if fed.get("config", {}).get("supernet") != cfg.supernet or loaded.supernet.name != net.name:
+        raise CheckpointError(f"{ckpt} was written by a different run; choose another --out")
+    net.load_state_dict(loaded.supernet.state_dict())
+    for sub, stats in loaded.supernet.subnet_norms.items():
+        net.set_subnet_stats(sub, stats)
+    strategy.load_state_dict(fed["strategy"])
+    log(INFO, "resuming from %s after round %s", ckpt, fed["round"])
+    return int(fed["round"]) + 1, list(fed["history"])
+
+
+def run_server(grid: Grid, cfg: FedConfig, out_dir: str | Path, *, threads: int = 1,
+               max_client_macs: float = 0.0, timeout: float = 3600.0,
+               on_round: RoundHook | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) the federated training; returns the per-round history."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    net = create_supernet(cfg.supernet, **cfg.supernet_args)
+    strategy = SuperFedNAS(cfg, net, threads=threads)
+    strategy.summary()
+    ckpt = out / "checkpoint.pt"
+    start, history = _resume(ckpt, net, strategy, cfg)
+    atomic_write_text(out / "clients.json", _json(client_sizes(cfg)))
+    spent = sum(float(r.get("client_macs", 0.0)) for r in history)
+    for rnd in range(start, cfg.rounds + 1):
+        if max_client_macs and spent >= max_client_macs:
+            log(INFO, "client compute budget %.3g MACs reached after round %s", max_client_macs,
+                rnd - 1)
+            break
+        t0 = time.perf_counter()
+        replies = grid.send_and_receive(
+            strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid), timeout=timeout)
+        _, metrics = strategy.aggregate_train(rnd, replies)
+        row: dict[str, Any] = {"round": rnd, **dict(metrics or {})}
+        spent += float(row.get("client_macs", 0.0))
+        row["total_client_macs"] = spent
+        last = rnd == cfg.rounds or (max_client_macs and spent >= max_client_macs)
+        if rnd % cfg.eval_every == 0 or last:
+            row.update(evaluate_corners(net, cfg))
+        row["seconds"] = time.perf_counter() - t0
+        history.append(row)
+        if "acc_largest" in row or "acc_subnet" in row or last:
+            save_checkpoint(ckpt, net, train_state={"fed": {
+                "round": rnd, "history": plain(history), "strategy": strategy.state_dict(),
+                "config": plain(cfg.__dict__)}}, meta={"method": f"fed-{cfg.mode}"})
+        atomic_write_text(out / "history.json", _json({"config": plain(cfg.__dict__),
+                                                       "rounds": history}))
+        if on_round is not None:
+            on_round(row)
+    if history and not ckpt.exists():
+        save_checkpoint(ckpt, net, train_state={"fed": {
+            "round": history[-1]["round"], "history": plain(history),
+            "strategy": strategy.state_dict(), "config": plain(cfg.__dict__)}})
+    return history
+
+
+def _json(obj: Any) -> str:
+    import json
+
+    return json.dumps(obj, indent=1, default=float) + "\n"
+
+
+def read_history(out_dir: str | Path) -> dict[str, Any]:
+    return read_json(Path(out_dir) / "history.json", what="federated history")
+
+
+def make_server_app(cfg: FedConfig | None = None, out_dir: str | Path | None = None, *,
+                    threads: int = 1, max_client_macs: float = 0.0,
+                    on_round: RoundHook | None = None) -> ServerApp:
+    """A ServerApp; with `cfg` None it reads the settings (and `out-dir`) from the run config."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        rc = dict(context.run_config)
+        run_cfg = cfg or FedConfig.from_run_config(rc)
+        run_server(grid, run_cfg, out_dir or str(rc.get("out-dir", "runs/fed")),
+                   threads=int(rc.get("threads", threads)),
+                   max_client_macs=float(rc.get("max-client-macs", max_client_macs)),
+                   on_round=on_round)
+
+    return app

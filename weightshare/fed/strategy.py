@@ -1,0 +1,183 @@
+"""The SuperFedNAS Flower Strategy (Message API): assign SubNets, send slices, aggregate.
+
+`configure_train` samples `per_round` nodes, assigns each a SubNet (tracking
+sandwich, or one fixed SubNet for the FedAvg baselines) and sends each node
+only that SubNet's slice of the global SuperNet, with the round's settings in
+its ConfigRecord. `aggregate_train` checks every reply against the mask it was
+sent, then applies overlap-aware aggregation with the largest SubNet's cosine
+decaying share. The strategy owns the global SuperNet (`self.net`); the
+`arrays` argument Flower passes is not used, because no message ever carries
+the whole SuperNet.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterable
+from logging import INFO, WARNING
+from typing import Any
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from ..checkpoint import plain
+from ..models import SuperNet
+from ..space import SubnetConfig
+from .algorithm import (
+    LARGEST,
+    RANDOM,
+    Assignment,
+    ClientUpdate,
+    aggregate,
+    client_weights,
+    largest_weight,
+    tracking_sandwich,
+)
+from .config import FedConfig
+from .masks import subnet_masks, take
+
+__all__ = ["SuperFedNAS", "wait_for_nodes"]
+
+
+def wait_for_nodes(grid: Grid, n: int, timeout: float = 600.0) -> list[int]:
+    """Node ids once at least `n` nodes are connected (deployment nodes join late)."""
+    start = time.monotonic()
+    while len(nodes := sorted(grid.get_node_ids())) < n:
+        if time.monotonic() - start > timeout:
+            raise TimeoutError(f"only {len(nodes)} of the {n} nodes needed per round connected "
+                               f"within {timeout:.0f} s")
+        time.sleep(1.0)
+    return nodes
+
+
+class SuperFedNAS(Strategy):
+    """Weight-shared federated training of `net` (mode superfednas), or FedAvg of one SubNet."""
+
+    def __init__(self, cfg: FedConfig, net: SuperNet, *, threads: int = 1) -> None:
+        self.cfg = cfg
+        self.net = net
+        self.threads = threads
+        self.rng = random.Random(cfg.seed)
+        self.held: dict[str, dict[int, int]] = {LARGEST: {}, "smallest": {}}
+        self.pending: dict[int, Assignment] = {}
+        self.fixed = (SubnetConfig.from_json(cfg.subnet) if cfg.subnet else net.space.largest())
+        if cfg.mode == "fedavg":
+            net.space.validate(self.fixed)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """What resuming needs besides the weights (counts and RNG), weights_only-safe."""
+        return {"held": {r: {str(k): v for k, v in c.items()} for r, c in self.held.items()},
+                "rng": json.dumps(self.rng.getstate())}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.held = {r: {int(k): int(v) for k, v in c.items()} for r, c in state["held"].items()}
+        s = json.loads(state["rng"])
+        self.rng.setstate((s[0], tuple(s[1]), s[2]))
+
+    # --------------------------------------------------------------- training
+    def assign(self, nodes: list[int]) -> list[Assignment]:
+        if self.cfg.mode == "fedavg":
+            return [Assignment(n, RANDOM, self.fixed) for n in nodes]
+        out = tracking_sandwich(nodes, self.net.space, self.held, self.rng)
+        for a in out:
+            if a.role in self.held:
+                self.held[a.role][a.node] = self.held[a.role].get(a.node, 0) + 1
+        return out
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        nodes = wait_for_nodes(grid, self.cfg.per_round)
+        chosen = self.rng.sample(nodes, self.cfg.per_round)
+        state = self.net.state_dict()
+        messages = []
+        self.pending = {}
+        for a in self.assign(chosen):
+            self.pending[a.node] = a
+            masks = subnet_masks(self.net, a.subnet)
+            settings = ConfigRecord({
+                **dict(config),
+                "server-round": server_round,
+                "subnet": a.subnet.to_json(),
+                "role": a.role,
+                "supernet": self.net.name,
+                "supernet-args": json.dumps(plain(self.net.config)),
+                "local-epochs": self.cfg.local_epochs,
+                "batch-size": self.cfg.batch_size,
+                "lr": self.cfg.lr,
+                "momentum": self.cfg.momentum,
+                "weight-decay": self.cfg.weight_decay,
+                "clip": self.cfg.clip,
+                "augment": self.cfg.augment,
+                "threads": self.threads,
+                "seed": self.cfg.seed * 100_003 + server_round,
+            })
+            content = RecordDict({"arrays": ArrayRecord(take(state, masks)), "config": settings})
+            messages.append(Message(content=content, message_type=MessageType.TRAIN,
+                                    dst_node_id=a.node))
+        log(INFO, "configure_train: round %s, %s nodes: %s", server_round, len(messages),
+            ", ".join(f"{a.role}" for a in self.pending.values()))
+        return messages
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        updates: list[ClientUpdate] = []
+        losses, macs, failures = [], 0.0, 0
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            a = self.pending.get(node)
+            if reply.has_error() or a is None:
+                failures += 1
+                reason = reply.error.reason if reply.has_error() else "unexpected node"
+                log(WARNING, "round %s: node %s failed: %s", server_round, node, reason)
+                continue
+            masks = subnet_masks(self.net, a.subnet)
+            values = reply.content["arrays"].to_torch_state_dict()
+            bad = [n for n, m in masks.items()
+                   if n not in values or values[n].numel() != int(m.sum())]
+            if bad or set(values) - set(masks):
+                failures += 1
+                log(WARNING, "round %s: node %s sent a slice that does not match its SubNet "
+                    "(%s); ignored", server_round, node, (bad or sorted(set(values) - set(masks)))[:3])
+                continue
+            m = reply.content["metrics"]
+            updates.append(ClientUpdate(masks, values, int(m["num-examples"]), a.role))
+            losses.append((float(m["train_loss"]), int(m["num-examples"])))
+            macs += float(m["client_macs"])
+        self.pending = {}
+        if not updates:
+            return None, MetricRecord({"failures": failures, "clients": 0})
+        share = (largest_weight(server_round, self.cfg.rounds, self.cfg.per_round,
+                                start=self.cfg.largest_start,
+                                decay_fraction=self.cfg.decay_fraction)
+                 if self.cfg.mode == "superfednas" else None)
+        state = self.net.state_dict()
+        shared = {n: state[n] for u in updates for n in u.masks}
+        new = aggregate(shared, updates, client_weights(updates, share))
+        self.net.load_state_dict(new, strict=False)
+        n_total = sum(n for _, n in losses)
+        metrics = {"train_loss": sum(loss * n for loss, n in losses) / max(1, n_total),
+                   "client_macs": macs, "clients": len(updates), "failures": failures,
+                   "num-examples": n_total}
+        if share is not None:
+            metrics["largest_share"] = share
+        return None, MetricRecord(metrics)
+
+    # ------------------------------------------------- evaluation (server side)
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return []  # evaluation happens on the server, after BN recalibration
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        return None
+
+    def summary(self) -> None:
+        log(INFO, "SuperFedNAS: mode=%s, %s of %s clients per round, largest share %.2f -> 1/%s "
+            "over %.0f%% of %s rounds", self.cfg.mode, self.cfg.per_round, self.cfg.clients,
+            self.cfg.largest_start, self.cfg.per_round, 100 * self.cfg.decay_fraction,
+            self.cfg.rounds)
