@@ -3,7 +3,9 @@
 On a trained checkpoint (DepS, `small` preset) this measures, on this machine:
 
 * latency table: MAPE and Kendall tau of its predictions against end-to-end
-  timings of extracted random SubNets (goal: MAPE <= 10 %);
+  timings of extracted random SubNets (goal: MAPE <= 10 %), with and without the
+  affine calibration (`--calibrate N` SubNets, never among the checked ones),
+  plus the timing noise of the machine (how much rounds of one SubNet differ);
 * accuracy predictor: RMSE and Kendall tau on SubNets it was not fitted on
   (goal: tau >= 0.8);
 * search: hypervolume of NSGA-II's accuracy-vs-latency frontier against random
@@ -11,12 +13,15 @@ On a trained checkpoint (DepS, `small` preset) this measures, on this machine:
 * 5 latency targets: the SubNet found for each, its measured latency (does it
   meet the cap?), its re-measured test accuracy, and the time to specialize it
   (search + ONNX export) against the time to train one network (`wall_s` of a
-  train results.json, `--train-results`): N targets cost N searches, not N trainings.
+  train results.json, `--train-results`): N targets cost N searches, not N trainings;
+* fine-tuning (`--finetune-epochs`, 0 skips it): the middle target's SubNet
+  fine-tuned with KD from the largest, test accuracy before and after.
 
 Writes benchmarks/results/search.{json,md} and search_frontier.png.
 
-    python benchmarks/search.py --checkpoint runs/train_cost/deps/checkpoint.pt \\
-        --train-results runs/train_cost/full/results.json
+    OMP_NUM_THREADS=1 python benchmarks/search.py --checkpoint runs/search_bench/checkpoint.pt \\
+        --train-results runs/train_cost/deps/results.json --samples 1000 --check-subnets 30 \\
+        --calibrate 8 --finetune-epochs 3 --threads 1
 
 `--quick` is a smoke run (seconds) on a random-init tiny SuperNet and synthetic
 data, written to a temporary folder unless --out is given.
@@ -40,7 +45,6 @@ from common import RESULTS_DIR, markdown_table, write_results  # noqa: E402
 from weightshare.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from weightshare.data import load_dataset  # noqa: E402
 from weightshare.export import export_onnx  # noqa: E402
-from weightshare.metrics import measure_latency  # noqa: E402
 from weightshare.models import create_supernet  # noqa: E402
 from weightshare.search import (  # noqa: E402
     Evaluator,
@@ -54,7 +58,10 @@ from weightshare.search import (  # noqa: E402
     plot_frontier,
     random_search,
 )
+from weightshare.search.finetune import FinetuneConfig, finetune  # noqa: E402
+from weightshare.search.latency_table import measure_end_to_end  # noqa: E402
 from weightshare.search.specialize import dataset_for, specialize_targets  # noqa: E402
+from weightshare.space import SubnetConfig  # noqa: E402
 from weightshare.train.evaluate import accuracy, recalibrate  # noqa: E402
 
 QUICK_NET = dict(width_mult=0.25, kernel_choices=(3, 5), feature_dim=32,
@@ -74,6 +81,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--generations", type=int, default=50)
     p.add_argument("--runs", type=int, default=50, help="timed calls per op / SubNet and round")
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--calibrate", type=int, default=8,
+                   help="SubNets timed end to end to calibrate the table (0: none)")
+    p.add_argument("--finetune-epochs", type=int, default=3,
+                   help="fine-tune the middle target's SubNet this many epochs (0: skip)")
+    p.add_argument("--finetune-batch", type=int, default=128)
     p.add_argument("--threads", type=int, default=None, help="torch threads for timing")
     p.add_argument("--frontier-max", type=int, default=30,
                    help="re-measure at most this many frontier SubNets (evenly spread)")
@@ -95,7 +107,9 @@ def main() -> None:
     if args.quick:
         args.samples, args.check_subnets = min(args.samples, 24), min(args.check_subnets, 6)
         args.population, args.generations = min(args.population, 16), min(args.generations, 4)
-        args.runs, args.rounds, args.frontier_max = min(args.runs, 10), 1, min(args.frontier_max, 5)
+        args.runs, args.rounds, args.frontier_max = min(args.runs, 10), 2, min(args.frontier_max, 5)
+        args.calibrate, args.finetune_epochs = min(args.calibrate, 4), min(args.finetune_epochs, 1)
+        args.finetune_batch = min(args.finetune_batch, 32)
     out = args.out or (Path(tempfile.mkdtemp(prefix="search_quick_")) if args.quick
                        else RESULTS_DIR)
     work = Path(tempfile.mkdtemp(prefix="search_work_"))
@@ -117,12 +131,16 @@ def main() -> None:
 
     # 1. Latency table and its error.
     t0 = time.perf_counter()
-    table = build_latency_table(net, warmup=10, runs=args.runs, rounds=args.rounds, progress=True)
+    table = build_latency_table(net, warmup=10, runs=args.runs, rounds=args.rounds,
+                                calibrate=args.calibrate, progress=True)
     table.save(out / "search_latency_table.json")
     check = check_latency_table(table, net, n=args.check_subnets, runs=args.runs,
                                 rounds=args.rounds, progress=True)
+    cal = table.calibration or {}
     print(f"latency table: {len(table.entries)} ops, built in {time.perf_counter() - t0:.1f} s; "
-          f"MAPE {check.mape:.1f} %, tau {check.kendall_tau:.3f} on {check.n_subnets} SubNets "
+          f"MAPE {check.mape:.1f} % (raw sum {check.mape_raw:.1f} %, calibration "
+          f"{'applied' if cal.get('applied') else 'not applied'}), tau {check.kendall_tau:.3f} "
+          f"on {check.n_subnets} SubNets; timing noise {check.noise_pct:.1f} % "
           f"(overhead {table.overhead_us:.1f} us)", flush=True)
 
     # 2. Accuracy predictor (its samples live beside the checkpoint, so reruns resume).
@@ -171,10 +189,10 @@ def main() -> None:
         specialize_s += spent
         recalibrate(net, cfg, data)
         measured_acc = accuracy(net, cfg, data)
-        x = torch.zeros(table.batch, *net.input_shape(cfg))
-        static = net.extract(cfg)
-        measured_ms = min(measure_latency(lambda s=static, x=x: s(x), warmup=10, runs=args.runs
-                                          ).median_ms for _ in range(args.rounds))
+        # The table's own statistic (fastest call, rounds interleaved), as profile-check uses.
+        [rounds_ms] = measure_end_to_end(net, [cfg], batch=table.batch, runs=args.runs,
+                                         rounds=args.rounds)
+        measured_ms = min(rounds_ms)
         rows.append({"name": t.name, "constraint": t.constraints, "subnet": cfg.to_dict(),
                      "predicted_acc": res.best.acc, "measured_acc": measured_acc,
                      "latency_ms": measured_ms, "predicted_latency_ms": res.best.costs["latency_ms"],
@@ -183,6 +201,20 @@ def main() -> None:
         print(f"{t.name}: cap {t.max_latency_ms} ms -> measured {measured_ms:.3f} ms "
               f"(pred {res.best.costs['latency_ms']:.3f}), acc pred {res.best.acc:.2f} / test "
               f"{measured_acc:.2f}, {spent:.1f} s", flush=True)
+
+    tuned = None
+    if args.finetune_epochs > 0:
+        mid = rows[len(rows) // 2]
+        t0 = time.perf_counter()
+        res = finetune(args.checkpoint, SubnetConfig.from_dict(mid["subnet"]), data,
+                       work / "finetuned.pt", FinetuneConfig(epochs=args.finetune_epochs,
+                                                             batch_size=args.finetune_batch),
+                       progress=True)
+        tuned = {"target": mid["name"], "epochs": res.epochs, "steps": res.steps,
+                 "acc_before": res.acc_before, "acc_after": res.acc_after,
+                 "seconds": time.perf_counter() - t0}
+        print(f"finetune {mid['name']}: {res.epochs} epochs, test top-1 {res.acc_before:.2f} -> "
+              f"{res.acc_after:.2f} ({tuned['seconds']:.0f} s)", flush=True)
 
     train_wall = None
     if args.train_results:
@@ -202,6 +234,9 @@ def main() -> None:
                       "validation_tau": rep.validation_tau},
         "latency_table": {"device": table.device, "n_subnets": check.n_subnets,
                           "mape": check.mape, "kendall_tau": check.kendall_tau,
+                          "mape_raw": check.mape_raw, "noise_pct": check.noise_pct,
+                          "method": table.method,
+                          "calibration": {k: v for k, v in cal.items() if k != "subnets"} or None,
                           "entries": len(table.entries), "overhead_us": table.overhead_us,
                           "threads": table.threads, "batch": table.batch,
                           "build_s": table.meta["build_s"]},
@@ -212,6 +247,7 @@ def main() -> None:
                    "generations": args.generations, "pareto_size": len(nsga.pareto)},
         "frontier": [p.to_dict() for p in points],
         "targets": rows,
+        "finetune": tuned,
         "specialize_vs_train": cost,
     }
     table_md = markdown_table(
@@ -221,11 +257,17 @@ def main() -> None:
           r["predicted_acc"], r["measured_acc"], r["macs"] / 1e6, r["specialize_s"]]
          for r in rows])
     notes = "\n".join([
-        f"Latency table: MAPE {check.mape:.1f} %, Kendall tau {check.kendall_tau:.3f} on "
-        f"{check.n_subnets} SubNets ({table.device}, batch {table.batch}, {table.threads} threads).",
+        f"Latency table (layers timed in context): MAPE {check.mape:.1f} % "
+        f"({'calibrated' if cal.get('applied') else 'calibration not applied'}; raw sum "
+        f"{check.mape_raw:.1f} %), Kendall tau {check.kendall_tau:.3f} on {check.n_subnets} "
+        f"SubNets not used to calibrate ({table.device}, batch {table.batch}, {table.threads} "
+        f"threads); timing noise between rounds {check.noise_pct:.1f} %.",
         f"Predictor ({rep.kind}): RMSE {rep.rmse:.3f}, Kendall tau {rep.kendall_tau:.3f} on "
         f"{rep.n_test} unseen SubNets ({rep.n_fit} fitted).",
         f"Hypervolume at {nsga.evaluations} evaluations: NSGA-II {hv_n:.4f} vs random {hv_r:.4f}.",
+        (f"Fine-tuning {tuned['target']} {tuned['epochs']} epochs with KD: test top-1 "
+         f"{tuned['acc_before']:.2f} -> {tuned['acc_after']:.2f} % ({tuned['seconds']:.0f} s)."
+         if tuned else "Fine-tuning skipped."),
         f"Specializing {len(targets)} targets (search + ONNX export): {specialize_s:.1f} s"
         + (f"; training one network: {train_wall:.0f} s, so {len(targets)} trainings "
            f"{train_wall * len(targets):.0f} s." if train_wall else "."),

@@ -33,7 +33,15 @@ from weightshare.search import (
     random_search,
     save_frontier,
 )
-from weightshare.search.latency_table import Layout, covering_subnets, op_keys
+from weightshare.search.latency_table import (
+    Layout,
+    _layers,
+    calibrate_latency_table,
+    covering_subnets,
+    fit_affine,
+    op_keys,
+    time_in_context,
+)
 from weightshare.search.predictor import (
     fit_and_save,
     holdout_split,
@@ -117,6 +125,57 @@ def test_check_reports_error_and_rank(net, table):
     rep = check_latency_table(table, net, n=4, warmup=1, runs=3, rounds=1)
     assert rep.n_subnets == 4 and rep.mape >= 0 and -1 <= rep.kendall_tau <= 1
     assert all(r["measured_ms"] > 0 for r in rep.rows)
+    assert not rep.calibrated and rep.mape == pytest.approx(rep.mape_raw)
+
+
+def test_time_in_context_times_every_layer(net):
+    static = net.extract(net.space.largest())
+    per, total = time_in_context(_layers(static), torch.zeros(1, *net.input_shape()),
+                                 warmup=1, runs=3)
+    assert len(per) == len(_layers(static)) and all(p > 0 for p in per)
+    assert sum(per) <= total * 1.5  # the chain's own timer cost is small
+
+
+def test_fit_affine_recovers_scale_and_offset():
+    raw = [100.0, 200.0, 300.0, 400.0]
+    assert fit_affine(raw, [1.2 * r + 20 for r in raw]) == pytest.approx((1.2, 20.0))
+    # Too few points or a wild offset: a pure scale.
+    assert fit_affine([100.0], [150.0]) == pytest.approx((1.5, 0.0))
+    scale, offset = fit_affine(raw, [10 * r - 900 for r in raw])
+    assert offset == 0.0 and scale > 0
+
+
+def test_calibration_is_stored_and_its_subnets_left_out_of_the_check(net, table, tmp_path):
+    cal = type(table)(**{**table.__dict__, "meta": dict(table.meta)})
+    calibrate_latency_table(cal, net, n=3, warmup=1, runs=2, rounds=1)
+    info = cal.calibration
+    assert info["n"] == 3 and len(info["subnets"]) == 3 and "loo_mape" in info
+    cfg = net.space.largest()
+    expected = info["scale"] * cal.raw_us(net.space, cfg) + info["offset_us"]
+    assert cal.predict_us(net.space, cfg) == pytest.approx(expected)
+    assert cal.predict_us(net.space, cfg, calibrated=False) == pytest.approx(
+        table.predict_us(net.space, cfg))
+    again = load_latency_table(cal.save(tmp_path / "cal.json"), net)
+    assert again.calibration == json.loads(json.dumps(info))
+    used = again.calibration_subnets
+    rep = check_latency_table(again, net, subnets=[*used, net.space.smallest()], warmup=1,
+                              runs=2, rounds=2)
+    assert rep.n_subnets == 1 and rep.calibrated and rep.noise_pct >= 0
+    assert {json.dumps(r["subnet"]) for r in rep.rows}.isdisjoint(
+        {json.dumps(c.to_dict()) for c in used})
+
+
+def test_version_1_table_still_loads_uncalibrated(net, table, tmp_path):
+    old = {**table.to_dict(), "version": 1}
+    del old["method"], old["calibration"]
+    (tmp_path / "v1.json").write_text(json.dumps(old))
+    t = load_latency_table(tmp_path / "v1.json", net)
+    assert t.method == "isolated" and t.calibration is None
+    assert t.predict_us(net.space, net.space.largest()) == pytest.approx(
+        table.predict_us(net.space, net.space.largest()))
+    (tmp_path / "v9.json").write_text(json.dumps({**table.to_dict(), "version": 9}))
+    with pytest.raises(SearchError, match="newer"):
+        load_latency_table(tmp_path / "v9.json", net)
 
 
 # --------------------------------------------------------------------------------- predictor

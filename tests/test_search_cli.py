@@ -95,3 +95,14 @@ def test_frontier(work):
     assert lat == sorted(lat)
     assert all(p["measured_acc"] is not None for p in doc["frontier"])
     assert Path(res["plot"]).stat().st_size > 0
+
+
+def test_profile_calibrated_and_check_reports_both_errors(work):
+    table = work["dir"] / "cal_table.json"
+    out = json.loads(ok("profile", "-c", work["ck"], "-o", table, "--runs", "2", "--warmup", "1",
+                        "--rounds", "1", "--calibrate", "3", "--threads", "1", "--json").stdout)
+    assert out["calibration"]["n"] == 3 and "subnets" not in out["calibration"]
+    text = ok("profile-check", "-c", work["ck"], "-t", table, "-n", "3", "--runs", "2",
+              "--rounds", "2").stdout
+    assert "raw sum" in text and "none of them used to calibrate" in text
+    assert "timing noise" in text

@@ -90,6 +90,10 @@ def _caps(max_latency_ms: float | None, max_macs: float | None,
     return {k: v for k, v in caps.items() if v is not None}
 
 
+def _cal_summary(cal: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if cal is None else {k: v for k, v in cal.items() if k != "subnets"}
+
+
 def _fmt_candidate(c: Any) -> str:
     lat = f", {c.costs['latency_ms']:.3f} ms" if "latency_ms" in c.costs else ""
     return (f"acc {c.acc:.2f} %, {fmt_count(c.costs['macs'])} MACs, "
@@ -107,24 +111,32 @@ def profile(
     runs: Annotated[int, typer.Option("--runs", min=1, help="Timed calls per op and round.")] = 50,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls first.")] = 10,
     rounds: Annotated[
-        int, typer.Option("--rounds", min=1, help="Timing rounds per op (the lowest median is "
+        int, typer.Option("--rounds", min=1, help="Interleaved timing rounds (the fastest time is "
                           "kept: other processes only add time).")
     ] = 3,
+    calibrate: Annotated[
+        int, typer.Option("--calibrate", min=0, help="Also time this many SubNets end to end "
+                          "and fit scale + offset to them (0: none). Kept only when it lowers "
+                          "the leave-one-out error; those SubNets are left out of profile-check.")
+    ] = 0,
     threads: ThreadsOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure a per-operator latency table of a SuperNet on this machine.
 
     Every elastic block is timed at each of its choices and input shapes (plus the
-    fixed stem, final layers and head) as a static extracted layer: warm-up, then the
-    median of repeated timings. A SubNet's latency is then predicted as the sum of
-    its layers' entries (microseconds) plus the measured cost of running an empty
-    network. The table records the device, batch, thread count and the SuperNet it
-    was made for; check its error with `weightshare profile-check`.
+    fixed stem, final layers and head) in its real context: a few SubNets that
+    together hold every choice are run whole, and each layer is timed on the previous
+    layer's real output (warm-up, then the fastest of repeated timings; rounds
+    interleaved). A SubNet's latency is predicted as the sum of its layers' entries
+    (microseconds) plus the measured cost of an empty forward, optionally mapped by a
+    scale + offset fitted to --calibrate end-to-end timings. The table records the
+    device, batch, thread count and the SuperNet it was made for; check its error
+    with `weightshare profile-check`.
 
     Example:
 
-        weightshare profile -c runs/deps/checkpoint.pt --device cpu -o cpu_table.json
+        weightshare profile -c runs/deps/checkpoint.pt --device cpu --calibrate 8 -o cpu_table.json
     """
     from ..checkpoint import load_checkpoint
     from ..search.latency_table import build_latency_table
@@ -132,7 +144,7 @@ def profile(
     _set_threads(threads)
     net = load_checkpoint(checkpoint).supernet.eval()
     table = build_latency_table(net, device=device, batch=batch, warmup=warmup, runs=runs,
-                                rounds=rounds, progress=not as_json)
+                                rounds=rounds, calibrate=calibrate, progress=not as_json)
     table.save(output)
     sp = net.space
     ends = {w: table.predict_ms(sp, c) for w, c in (("smallest", sp.smallest()),
@@ -141,11 +153,19 @@ def profile(
         emit_json({"path": str(output), "entries": len(table.entries), "device": table.device,
                    "batch": table.batch, "threads": table.threads,
                    "overhead_us": table.overhead_us, **{f"{k}_ms": v for k, v in ends.items()},
+                   "calibration": _cal_summary(table.calibration),
                    "build_s": table.meta["build_s"]})
         return
     typer.echo(f"wrote {output}: {len(table.entries)} ops timed on {table.device}, batch "
                f"{table.batch}, {table.threads} threads ({table.meta['build_s']:.1f} s)")
-    typer.echo(f"per-call overhead added to every prediction: {table.overhead_us:.1f} us")
+    typer.echo(f"per-forward overhead added to every prediction: {table.overhead_us:.1f} us")
+    cal = table.calibration
+    if cal is not None:
+        verdict = ("applied" if cal["applied"] else "NOT applied (it did not lower the "
+                   "leave-one-out error; timings were probably disturbed, retry on a quiet machine)")
+        typer.echo(f"calibration on {cal['n']} SubNets: x{cal['fitted_scale']:.3f} "
+                   f"{cal['fitted_offset_us']:+.0f} us, MAPE raw {cal['raw_mape']:.1f} % -> "
+                   f"leave-one-out {cal['loo_mape']:.1f} %: {verdict}")
     typer.echo(f"predicted: smallest {ends['smallest']:.3f} ms, largest {ends['largest']:.3f} ms")
 
 
@@ -184,14 +204,24 @@ def profile_check(
     if as_json:
         emit_json(report.to_dict())
         return
-    typer.echo(f"{'predicted ms':>12}  {'measured ms':>11}  {'error %':>7}  MACs")
+    typer.echo(f"{'predicted ms':>12}  {'raw sum ms':>10}  {'measured ms':>11}  {'error %':>7}  MACs")
     for r in sorted(report.rows, key=lambda r: r["measured_ms"]):
         cfg = SubnetConfig.from_dict(r["subnet"])
         err = 100 * (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"]
-        typer.echo(f"{r['predicted_ms']:12.3f}  {r['measured_ms']:11.3f}  {err:7.1f}  "
-                   f"{fmt_count(net.cost(cfg).macs)}")
-    typer.echo(f"{report.n_subnets} SubNets: MAPE {report.mape:.1f} %, Kendall tau "
-               f"{report.kendall_tau:.3f} (per-call overhead {report.overhead_us:.1f} us included)")
+        typer.echo(f"{r['predicted_ms']:12.3f}  {r['raw_ms']:10.3f}  {r['measured_ms']:11.3f}  "
+                   f"{err:7.1f}  {fmt_count(net.cost(cfg).macs)}")
+    cal = table.calibration
+    how = ("calibrated" if cal and cal.get("applied") else
+           "calibration not applied" if cal else "uncalibrated")
+    typer.echo(f"{report.n_subnets} SubNets ({how}; none of them used to calibrate): MAPE "
+               f"{report.mape:.1f} % (raw sum: {report.mape_raw:.1f} %), Kendall tau "
+               f"{report.kendall_tau:.3f}")
+    if report.noise_pct == report.noise_pct:
+        typer.echo(f"timing noise: the same SubNet's rounds differ by {report.noise_pct:.1f} % on "
+                   "average; an error near that is the machine, not the table")
+    if report.method == "isolated":
+        typer.echo("note: this is a version-1 table (layers timed in isolation, which "
+                   "underestimates); rebuild it with `weightshare profile`")
 
 
 predictor_app = typer.Typer(help="Accuracy predictor of a checkpoint's SubNets.",
@@ -423,3 +453,79 @@ def frontier(
         typer.echo(f"{fmt_count(p.macs):>10}  {fmt_count(p.params):>9}  {lat}  "
                    f"{p.predicted_acc:6.2f}  {meas}")
     typer.echo(f"wrote {output} and {plot_path}")
+
+
+@app.command()
+def finetune(
+    checkpoint: CheckpointOpt,
+    subnet: Annotated[
+        str, typer.Option("--subnet", metavar="SUBNET", help="SubnetConfig JSON (text or file), "
+                          "'largest' / 'smallest', or what `search` writes (-o) or prints "
+                          "(--json), or a frontier file (pick with --target).")
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", metavar="OUT.pt", help="Fine-tuned checkpoint to "
+                           "write (resumed when it holds an unfinished run of the same SubNet).")
+    ],
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs of fine-tuning.")] = 3,
+    target: Annotated[
+        str | None, typer.Option("--target", help="Which SubNet of a many-target search JSON "
+                                 "(its name) or of a frontier file (its index).")
+    ] = None,
+    lr: Annotated[float, typer.Option("--lr", min=0.0, help="Peak learning rate (cosine decay "
+                                      "to 0).")] = 0.01,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Batch size.")] = 128,
+    kd_ratio: Annotated[
+        float, typer.Option("--kd-ratio", min=0.0, help="Weight of distillation from the "
+                            "source SuperNet's largest SubNet (0: plain cross-entropy).")
+    ] = 1.0,
+    save_every: Annotated[
+        int | None, typer.Option("--save-every", min=1, help="Also save every N steps (default: "
+                                 "each epoch).")
+    ] = None,
+    dataset: DatasetNameOpt = None,
+    data_dir: DataDirOpt = None,
+    device: DeviceOpt = "cpu",
+    threads: ThreadsOpt = None,
+    seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Fine-tune one SubNet a few epochs further with knowledge distillation from the
+    SuperNet's largest SubNet, and report its test accuracy before and after.
+
+    The SubNet is trained through the SuperNet's shared weights (cosine learning rate,
+    SGD + Nesterov), so OUT is a SuperNet checkpoint specialized to that SubNet:
+    `weightshare export -c OUT --subnet SUBNET` exports the fine-tuned network
+    (other SubNets of OUT are no longer meaningful). OUT is written atomically every
+    epoch; running the same command again resumes an interrupted run. Accuracy is
+    top-1 on the test split after BN recalibration on the calib split.
+
+    Example:
+
+        weightshare search -c ckpt.pt -t cpu_table.json --max-latency-ms 5 -o subnet.json
+        weightshare finetune -c ckpt.pt --subnet subnet.json --epochs 3 -o tuned.pt
+        weightshare export -c tuned.pt --subnet subnet.json -o tuned.onnx
+    """
+    from ..checkpoint import load_checkpoint
+    from ..search.finetune import FinetuneConfig, load_subnet_choice
+    from ..search.finetune import finetune as run_finetune
+    from ..search.specialize import dataset_for
+
+    _set_threads(threads)
+    ck = load_checkpoint(checkpoint, map_location=device)
+    cfg = load_subnet_choice(subnet, ck.supernet.space, target)
+    data = dataset_for(ck, dataset, data_dir)
+    settings = FinetuneConfig(epochs=epochs, lr=lr, batch_size=batch_size, kd_ratio=kd_ratio,
+                              seed=seed)
+    del ck  # finetune loads the source itself (it is the teacher)
+    res = run_finetune(checkpoint, cfg, data, output, settings, device=device,
+                       save_every=save_every, progress=not as_json)
+    if as_json:
+        emit_json(res.to_dict())
+        return
+    resumed = f", resumed at step {res.resumed_from_step}" if res.resumed_from_step else ""
+    typer.echo(f"fine-tuned {res.epochs} epochs ({res.steps} steps, {res.seconds:.1f} s{resumed})")
+    typer.echo(f"test top-1: {res.acc_before:.2f} % before -> {res.acc_after:.2f} % after "
+               f"({res.acc_after - res.acc_before:+.2f})")
+    typer.echo(f"wrote {output}; export with: weightshare export -c {output} --subnet "
+               f"'{cfg.to_json()}' -o {output.with_suffix('.onnx')}")

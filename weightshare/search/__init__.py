@@ -11,14 +11,18 @@
 * `frontier`: the Pareto set re-measured (BN recalibration + test accuracy),
   written as a plain JSON and a plot.
 * `specialize`: the glue the command line and benchmarks call.
+* `finetune`: a chosen SubNet trained a few epochs further with KD from the
+  largest, written as a SuperNet checkpoint that `export` reads.
 """
 
 from .common import SearchError, kendall_tau, mape
+from .finetune import FinetuneConfig, FinetuneResult, finetune, load_subnet_choice
 from .frontier import FrontierPoint, load_frontier, measure_frontier, plot_frontier, save_frontier
 from .latency_table import (
     LatencyCheck,
     LatencyTable,
     build_latency_table,
+    calibrate_latency_table,
     check_latency_table,
     load_latency_table,
 )
@@ -39,6 +43,8 @@ from .targets import Target, check_feasible, load_targets
 __all__ = [
     "Candidate",
     "Evaluator",
+    "FinetuneConfig",
+    "FinetuneResult",
     "FrontierPoint",
     "LatencyCheck",
     "LatencyTable",
@@ -47,8 +53,10 @@ __all__ = [
     "SearchResult",
     "Target",
     "build_latency_table",
+    "calibrate_latency_table",
     "check_feasible",
     "check_latency_table",
+    "finetune",
     "fit_and_save",
     "fit_predictor",
     "frontier_hypervolume",
@@ -57,6 +65,7 @@ __all__ = [
     "load_frontier",
     "load_latency_table",
     "load_predictor",
+    "load_subnet_choice",
     "load_targets",
     "mape",
     "measure_frontier",
