@@ -16,8 +16,13 @@ Steps, all on one checkpoint (default: the trained DepS run of `train_cost.py`):
    `--load` times the rate the largest SubNet sustains within the SLO.
 5. Live: the real server on 127.0.0.1 and the open-loop load generator, a few
    seconds per policy (bounded), to check the simulator against reality.
+6. Validation: the same bursty trace and policies on the real server (load generator in
+   its own process) and in the simulator with the same profile, SLO and queue bound;
+   both SLO attainments and their difference (goal: within 5 points). Overhead: the
+   server's throughput at saturation (closed loop, single-image requests, most accurate
+   SubNet) vs that SubNet's raw batched throughput (goal: >= 0.7x).
 
-    python benchmarks/serving.py                       # ~5 minutes on 2 cores
+    python benchmarks/serving.py                       # ~6 minutes on 2 cores
     python benchmarks/serving.py --quick               # smoke test
 
 Writes serving.{json,md,png} to --out.
@@ -120,11 +125,18 @@ def main() -> None:
                     help="Requests/s of the live test (client and server share this CPU).")
     ap.add_argument("--live-slo-ms", type=float, default=100.0,
                     help="SLO of the live test (HTTP and JSON add milliseconds per request).")
+    ap.add_argument("--validate-seconds", type=float, default=8.0,
+                    help="Length of the trace replayed on the server and in the simulator.")
+    ap.add_argument("--validate-rate", type=float, default=40.0,
+                    help="Mean req/s of the validation trace (gamma, CV^2 4).")
+    ap.add_argument("--overhead-seconds", type=float, default=4.0,
+                    help="Seconds of closed-loop saturation for the overhead measurement.")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(RESULTS_DIR))
     args = ap.parse_args()
     if args.quick:
         args.runs, args.duration, args.live_seconds, args.load = 5, 10.0, 3.0, [0.8]
+        args.validate_seconds, args.overhead_seconds = 2.0, 1.0
         args.max_batch = min(args.max_batch, 8)
     out = Path(args.out)
     t_start = time.perf_counter()
@@ -182,6 +194,21 @@ def main() -> None:
         lives.append({"policy": p, "trace": live_spec, **s})
         print(f"live {p}: {s['slo_attainment']:.3f} SLO, {s['mean_acc']:.2f} %",
               file=sys.stderr)
+
+    # 6: server vs simulator on the same trace, and the server's overhead at saturation
+    from weightshare.serve.live import compare_with_simulator, measure_overhead
+
+    val_spec = (f"gamma:rate={args.validate_rate:g},cv2=4,duration={args.validate_seconds:g},"
+                "seed=3")
+    validation = compare_with_simulator(
+        stack, ["slackfit", "fixed:" + prof.names[-1], "fixed:" + prof.names[0]],
+        make_trace(val_spec), slo_ms=args.live_slo_ms,
+        log=lambda m: print(m, file=sys.stderr))
+    overhead = [measure_overhead(stack, n, seconds=args.overhead_seconds, runs=args.runs)
+                for n in dict.fromkeys([prof.most_accurate(), prof.names[0]])]
+    for o in overhead:
+        print(f"overhead {o['subnet']}: server {o['server_throughput']:.0f} req/s vs raw "
+              f"{o['raw_model_throughput']:.0f} img/s ({o['ratio']:.2f}x)", file=sys.stderr)
     stack.close()
 
     payload = {
@@ -190,6 +217,15 @@ def main() -> None:
         "deployed": [s.to_dict() for s in prof.subnets],
         "profile": prof.to_dict(), "memory": mem, "rss_growth_bytes": rss,
         "switch": switch, "load_ms": load_ms, "simulation": sims, "live": lives,
+        "validation": {"trace": val_spec, "slo_ms": args.live_slo_ms,
+                       "max_abs_diff_points": max(abs(r["diff_points"]) for r in validation),
+                       "policies": [{"policy": r["policy"], "diff_points": r["diff_points"],
+                                     "server": r["server"], "sim": r["sim"]}
+                                    for r in validation]},
+        # The headline field: the most accurate SubNet; "per_subnet" has the rest.
+        "overhead": {"server_throughput": overhead[0]["server_throughput"],
+                     "raw_model_throughput": overhead[0]["raw_model_throughput"],
+                     "ratio": overhead[0]["ratio"], "per_subnet": overhead},
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
     rows = [[s.name, f"{s.macs / 1e6:.1f} M", s.acc, prof.latency_ms(s.name, 1, "median"),
@@ -219,12 +255,28 @@ def main() -> None:
          "dropped/late"],
         [[r["policy"], r["requests"], r["slo_attainment"], r["mean_acc"], r["p50_ms"],
           r["p99_ms"], r["dropped"] + r["late"]] for r in lives])
+    table += "\n" + markdown_table(
+        ["server vs simulator", "server SLO attainment", "simulator SLO attainment",
+         "difference (points)", "server mean acc %", "simulator mean acc %"],
+        [[r["policy"], r["server"]["slo_attainment"], r["sim"]["slo_attainment"],
+          r["diff_points"], r["server"]["mean_acc"], r["sim"]["mean_acc"]]
+         for r in validation])
+    table += "\n" + markdown_table(
+        ["overhead (SubNet)", "server at saturation req/s", "raw batched img/s", "batch",
+         "ratio", "server mean batch"],
+        [[o["subnet"], o["server_throughput"], o["raw_model_throughput"], o["raw_batch"],
+          o["ratio"], o["server_mean_batch"]] for o in overhead])
     notes = (f"Simulated SLO {slo_ms} ms ({args.slo_factor}x the largest SubNet's batch-1 "
              f"latency); trace rates are {args.load} x the rate the largest SubNet sustains "
              f"within it ({peak:.0f} req/s). Simulated batches take the profiled median; "
              "policies plan with the p99. Live: the real server and load generator in one "
              f"process on this CPU, {args.live_rate:g} req/s, SLO {args.live_slo_ms:g} ms. "
-             "Load-from-disk times are with a warm page cache.")
+             "Load-from-disk times are with a warm page cache. "
+             f"Validation: {val_spec} with SLO {args.live_slo_ms:g} ms on the server (load "
+             "generator in its own process) and in the simulator (same profile, queue bound). "
+             "Overhead: closed-loop single-image requests at concurrency 2 x max batch, "
+             "fixed SubNet, vs the same SubNet called directly at the max batch; the "
+             "client runs on the same cores.")
     write_results("serving", payload, table, out, title="SuperServe on CPU", notes=notes)
     try:
         import matplotlib

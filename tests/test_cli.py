@@ -268,9 +268,13 @@ def test_export_failure_is_reported(ckpt, tmp_path, monkeypatch):
 
 def test_demo(tmp_path):
     out = tmp_path / "demo"
-    text = ok("demo", "--out", out, "--exporter", "torchscript", "--preset", "tiny").stdout
+    text = ok("demo", "--out", out, "--exporter", "torchscript", "--preset", "tiny",
+              "--serve-seconds", "1").stdout
     steps = [line.split("]")[0] for line in text.splitlines() if line.startswith("[")]
-    assert steps == [f"[{i}/5" for i in range(1, 6)]
+    assert steps == [f"[{i}/6" for i in range(1, 7)]
+    # the serving step: a real server under a bursty trace, SlackFit vs a fixed SubNet
+    assert "SLO met %" in text and "slackfit" in text and "fixed:s" in text
+    assert "server stopped" in text
     assert "fashion-mnist" in text and "training with deps" in text
     assert "top-1 %" in text
     assert sum(1 for line in text.splitlines() if line.rstrip().endswith("]}")) >= 4  # corners
@@ -278,8 +282,9 @@ def test_demo(tmp_path):
     assert len(ck.supernet.subnet_norms) >= 4  # corners recalibrated and saved
     ort.InferenceSession(str(out / "smallest.onnx"), providers=["CPUExecutionProvider"])
     # a second run reuses the finished training instead of starting over
-    again = ok("demo", "--out", out, "--exporter", "torchscript", "--preset", "tiny").stdout
-    assert "training with deps" in again
+    again = ok("demo", "--out", out, "--exporter", "torchscript", "--preset", "tiny",
+               "--serve-seconds", "0").stdout
+    assert "training with deps" in again and "[5/5]" in again
 
 
 def test_demo_without_data(tmp_path, monkeypatch):

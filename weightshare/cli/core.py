@@ -457,12 +457,18 @@ def demo(
     preset: Annotated[
         str, typer.Option("--preset", metavar="NAME|FILE", help="Training preset to run.")
     ] = "demo",
+    serve_seconds: Annotated[
+        float, typer.Option("--serve-seconds", min=0.0,
+                            help="Length of the bursty trace replayed per policy (0: skip).")
+    ] = 4.0,
 ) -> None:
     """The main job end to end on real data: train a SuperNet with DepS on Fashion-MNIST,
-    evaluate its corner SubNets, export the smallest to ONNX.
+    evaluate its corner SubNets, export the smallest to ONNX, then serve the checkpoint:
+    a real Open Inference Protocol server on 127.0.0.1 (a free port) under a short bursty
+    trace from the load generator, SlackFit vs a fixed SubNet of similar accuracy.
 
     Uses the `demo` preset (a few minutes on 2 CPU cores); a finished run in --out is
-    reused, an interrupted one resumed.
+    reused, an interrupted one resumed. --serve-seconds 0 skips the serving step.
 
     Example:
 
@@ -475,7 +481,7 @@ def demo(
     from ..train import train as run_training
 
     quiet_exporter_logs()
-    steps = 5
+    steps = 6 if serve_seconds > 0 else 5
 
     def step(i: int, text: str) -> None:
         typer.echo(f"[{i}/{steps}] {text}")
@@ -509,6 +515,27 @@ def demo(
     step(5, f"exported the smallest SubNet to {report.path} ({report.bytes:,} bytes, {exporter}), "
             f"verified with onnxruntime: max |diff| {report.max_abs_diff:.3g} "
             f"({time.perf_counter() - t0:.1f} s)")
+    if serve_seconds > 0:
+        _demo_serve(out, Path(cfg.out) / "checkpoint.pt", summary["eval"], serve_seconds,
+                    lambda text: step(6, text))
+
+
+def _demo_serve(out: Path, checkpoint: Path, eval_rows: list[dict[str, Any]], seconds: float,
+                announce: Any) -> None:
+    from ..serve.live import DemoConfig, demo_serving, write_deploy_file
+    from ..serve.stack import StackConfig
+
+    # The evaluated SubNets carry BN statistics and accuracies in the checkpoint: deploying
+    # exactly those needs no data. One thread: the load generator needs the other core.
+    deploy = write_deploy_file(eval_rows, out / "serve_deploy.json")
+    announce(f"serving {checkpoint} (SlackFit vs a fixed SubNet, {seconds:g} s bursty trace "
+             "each):")
+    cfg = StackConfig(checkpoint=str(checkpoint), deploy=str(deploy), max_batch=16,
+                      profile_runs=10, threads=1, profile=str(out / "serve_profile.json"))
+    result = demo_serving(cfg, DemoConfig(seconds=seconds),
+                          log=lambda m: typer.echo(f"      {m}"))
+    typer.echo(result["table"])
+    typer.echo(f"      server stopped; serving step took {result['total_s']:.0f} s")
 
 
 def _print_eval_table(rows: list[dict[str, Any]]) -> None:

@@ -10,6 +10,7 @@ unmodified, including its binary tensor extension):
     GET  /v2/models/{name}[/versions/1]/config the deployment (SubNets, policy, SLO)
     POST /v2/models/{name}[/versions/1]/infer inference
     GET  /metrics                             Prometheus
+    GET  /v2/openapi.json                     this API as OpenAPI 3 (request schemas too)
 
 An infer request carries one FP32 input of shape [N, C, H, W] (`data` flat and
 row-major, or binary after an `Inference-Header-Content-Length` JSON header)
@@ -81,6 +82,73 @@ class ServerConfig:
 
 class BadRequest(ValueError):
     """The client sent something the protocol or the model cannot take (HTTP 400)."""
+
+
+# ------------------------------------------------------------------- OpenAPI
+# The handlers read raw bodies (the binary tensor extension is not JSON), so FastAPI cannot
+# infer the request schema: it is written out here. It is what `/v2/openapi.json` serves and
+# what the schemathesis tests generate requests from.
+_ERROR_SCHEMA = {"type": "object", "required": ["error"],
+                 "properties": {"error": {"type": "string"}}}
+_TENSOR_SCHEMA = {
+    "type": "object", "required": ["name", "shape", "datatype"],
+    "properties": {
+        "name": {"type": "string"},
+        "shape": {"type": "array", "items": {"type": "integer"}},
+        "datatype": {"type": "string"},
+        "parameters": {"type": "object"},
+        "data": {"type": "array", "items": {"type": "number"}},
+    },
+}
+_INFER_REQUEST = {
+    "type": "object", "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "items": _TENSOR_SCHEMA},
+        "outputs": {"type": "array", "items": {
+            "type": "object", "required": ["name"],
+            "properties": {"name": {"type": "string"}, "parameters": {"type": "object"}}}},
+        "parameters": {"type": "object", "properties": {
+            "slo_ms": {"type": "number"}, "binary_data_output": {"type": "boolean"}}},
+    },
+}
+_INFER_RESPONSE = {
+    "type": "object", "required": ["model_name", "outputs", "parameters"],
+    "properties": {
+        "model_name": {"type": "string"}, "model_version": {"type": "string"},
+        "id": {"type": "string"},
+        "parameters": {"type": "object", "required": ["subnet", "batch_size", "queue_ms"],
+                       "properties": {"subnet": {"type": "string"},
+                                      "subnet_acc": {"type": "number"},
+                                      "batch_size": {"type": "integer"},
+                                      "queue_ms": {"type": "number"},
+                                      "service_ms": {"type": "number"},
+                                      "latency_ms": {"type": "number"}}},
+        "outputs": {"type": "array", "items": _TENSOR_SCHEMA},
+    },
+}
+_METADATA = {
+    "type": "object", "required": ["name", "versions", "platform", "inputs", "outputs"],
+    "properties": {"name": {"type": "string"},
+                   "versions": {"type": "array", "items": {"type": "string"}},
+                   "platform": {"type": "string"},
+                   "inputs": {"type": "array", "items": {"type": "object"}},
+                   "outputs": {"type": "array", "items": {"type": "object"}}},
+}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    what = {400: "bad input", 401: "missing or wrong bearer token", 404: "unknown model",
+            429: "queue full (see Retry-After)", 503: "shutting down",
+            504: "deadline missed (never a late answer)"}
+    return {c: _json(_ERROR_SCHEMA, what[c]) for c in codes}
+
+
+_NO_BODY = {"description": "no body", "content": {}}
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -236,16 +304,26 @@ def create_app(worker: InferenceWorker, input_shape: tuple[int, ...], num_classe
                                f"versions: [{MODEL_VERSION!r}]")
         return None
 
+    @app.get("/v2/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> Response:
+        if not authorized(request):
+            return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
+        return JSONResponse(app.openapi())
+
     @app.get("/v2")
     async def server_metadata() -> dict[str, Any]:
         return {"name": "weightshare", "version": __version__,
                 "extensions": ["binary_tensor_data"]}
 
-    @app.get("/v2/health/live")
+    # response_class=Response: these answer with a status only; without it FastAPI would
+    # document a JSON body that is never sent.
+    @app.get("/v2/health/live", response_class=Response,
+             responses={200: _NO_BODY, 503: _NO_BODY})
     async def live() -> Response:
         return Response(status_code=200 if worker.alive else 503)
 
-    @app.get("/v2/health/ready")
+    @app.get("/v2/health/ready", response_class=Response,
+             responses={200: _NO_BODY, 503: _NO_BODY})
     async def ready() -> Response:
         return Response(status_code=200 if worker.accepting else 503)
 
@@ -337,13 +415,29 @@ def create_app(worker: InferenceWorker, input_shape: tuple[int, ...], num_classe
         return Response(header + raw, media_type="application/octet-stream",
                         headers={"Inference-Header-Content-Length": str(len(header))})
 
+    infer_doc = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _INFER_REQUEST},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+    infer_responses = {200: {"description": "logits, with the SubNet that served them",
+                             "content": {"application/json": {"schema": _INFER_RESPONSE},
+                                         "application/octet-stream": {"schema": {
+                                             "type": "string", "format": "binary"}}}},
+                       **_errors(400, 401, 404, 429, 503, 504)}
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
-        app.add_api_route(prefix, model_metadata, methods=["GET"])
-        app.add_api_route(prefix + "/ready", model_ready, methods=["GET"])
-        app.add_api_route(prefix + "/config", model_config, methods=["GET"])
-        app.add_api_route(prefix + "/infer", infer, methods=["POST"])
+        app.add_api_route(prefix, model_metadata, methods=["GET"],
+                          responses={200: _json(_METADATA, "model metadata"),
+                                     **_errors(401, 404)})
+        app.add_api_route(prefix + "/ready", model_ready, methods=["GET"], response_class=Response,
+                          responses={200: _NO_BODY, 503: _NO_BODY, **_errors(401, 404)})
+        app.add_api_route(prefix + "/config", model_config, methods=["GET"],
+                          responses={200: _json({"type": "object"}, "deployment"),
+                                     **_errors(401, 404)})
+        app.add_api_route(prefix + "/infer", infer, methods=["POST"], openapi_extra=infer_doc,
+                          responses=infer_responses)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=Response, responses={
+        200: {"description": "Prometheus text format", "content": {"text/plain": {}}},
+        **_errors(401)})
     async def prometheus(request: Request) -> Response:
         if not authorized(request):
             return _error(401, "missing or wrong bearer token", {"WWW-Authenticate": "Bearer"})
