@@ -220,3 +220,20 @@ def test_simulation_trains_resumes_and_checkpoints(tmp_path):
     assert {"acc_largest", "acc_smallest"} <= set(last)
     sizes = json.loads((out / "clients.json").read_text())["clients"]
     assert sum(c["examples"] for c in sizes) == 512 - 64
+
+
+def test_fed_cli_runs_a_simulation(tmp_path):
+    from typer.testing import CliRunner
+
+    from weightshare.cli import app
+
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, [
+        "fed", "--dataset", "synthetic", "--calib-size", "64", "--clients", "2", "--per-round",
+        "2", "--rounds", "1", "--alpha", "100", "--batch-size", "32", "--set", "width_mult=0.5",
+        "--set", "stem_stride=2", "--parallel", "1", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "1 rounds" in res.output and "client data (Dirichlet alpha 100)" in res.output
+    assert (out / "checkpoint.pt").exists()
+    bad = CliRunner().invoke(app, ["fed", "--clients", "2", "--per-round", "3"])
+    assert bad.exit_code == 2 and "per_round" in bad.output

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -45,6 +46,10 @@ LrOpt = Annotated[float, typer.Option("--lr", help="Client SGD learning rate (re
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Client batch size.")]
 TrainSubsetOpt = Annotated[int, typer.Option(
     "--train-subset", min=0, help="Use this many training images in all (0: every image).")]
+CalibOpt = Annotated[int, typer.Option(
+    "--calib-size", min=1, help="Server-side images held out of training for BN recalibration.")]
+TestSubsetOpt = Annotated[int, typer.Option(
+    "--test-subset", min=0, help="Evaluate on this many test images (0: all).")]
 EvalEveryOpt = Annotated[int, typer.Option(
     "--eval-every", min=1, help="Evaluate the corner SubNets every N rounds (and at the end).")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", help="fashion-mnist, cifar10, imagefolder.")]
@@ -66,6 +71,8 @@ def fed(
     batch_size: BatchOpt = 64,
     lr: LrOpt = 0.1,
     train_subset: TrainSubsetOpt = 0,
+    calib_size: CalibOpt = 2000,
+    test_subset: TestSubsetOpt = 0,
     eval_every: EvalEveryOpt = 5,
     dataset: DatasetOpt = "fashion-mnist",
     data_dir: DataDirOpt = None,
@@ -105,6 +112,7 @@ def fed(
     cfg = _config(supernet, set_, clients=clients, per_round=per_round, rounds=rounds,
                   alpha=alpha, mode=mode, subnet=subnet, local_epochs=local_epochs,
                   batch_size=batch_size, lr=lr, train_subset=train_subset, eval_every=eval_every,
+                  calib_size=calib_size, test_subset=test_subset,
                   dataset=dataset, data_root=str(data_dir or ""), seed=seed)
     bar = tqdm(total=rounds, desc="rounds", disable=as_json)
 
@@ -124,6 +132,9 @@ def fed(
         emit_json({"out": str(out), "last": last})
         return
     accs = ", ".join(f"{k[4:]} {v:.2f}%" for k, v in last.items() if k.startswith("acc_"))
+    sizes = sorted(c["examples"] for c in json.loads((out / "clients.json").read_text())["clients"])
+    typer.echo(f"client data (Dirichlet alpha {alpha:g}): {len(sizes)} clients, min {sizes[0]}, "
+               f"median {sizes[len(sizes) // 2]}, max {sizes[-1]} examples (clients.json)")
     typer.echo(f"{len(history['rounds'])} rounds, {last['total_client_macs'] / 1e12:.3f} T "
                f"client training MACs; {accs}")
     typer.echo(f"checkpoint: {out / 'checkpoint.pt'}  (search it: weightshare frontier "
