@@ -10,26 +10,39 @@ configs and measured test accuracies):
    bytes per query, modeled latency and energy, mean accuracy, targets met.
 2. FastSwitch (real, this machine): every ordered pair of deployed SubNets,
    delta switch (safetensors slices) vs loading the whole extracted model.
-3. Goals: SubGraph Stationary + cache-aware vs no caching at the same buffer
+3. Live (`--live`, on by default): the real server (`weightshare serve`) started
+   twice on the checkpoint and deployed SubNets, in the normal mode (whole
+   SuperNet resident) and with `--switch-mode delta`, each in a fresh process,
+   replaying the same short bursty trace (`--live-seconds`) from the load
+   generator: SLO attainment, accuracy, p99, SubNet switches, bytes and time of
+   delta switches (the server's Prometheus counters), weights held, peak RSS.
+4. Goals: SubGraph Stationary + cache-aware vs no caching at the same buffer
    (latency -25%, off-chip energy -75%, accuracy no lower); delta reads >= 2x
    fewer bytes and less time than full loads on average.
 
 Writes results/accel.json, accel.md and accel.png. `--quick` uses fewer
-buffer sizes, a shorter trace and fewer timing repeats.
+buffer sizes, a shorter trace and fewer timing repeats. `--live-only` runs
+only step 3 and writes accel_live.json / accel_live.md instead (a check that
+leaves the full results alone).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import statistics
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from common import REPO_ROOT, RESULTS_DIR, markdown_table, save_plot, write_results
 
 from weightshare.accel.cache import list_caches
 from weightshare.accel.device import get_device
+from weightshare.accel.live import format_live_table, live_switching
 from weightshare.accel.run import fastswitch_pairs, load_deployment, sweep
 from weightshare.accel.sim import AccelModel
 
@@ -52,6 +65,44 @@ def goals(rows: list[dict], fast: list[dict]) -> list[dict]:
                     "latency_goal": lat >= 0.25, "energy_goal": energy >= 0.75,
                     "acc_goal": sushi["mean_acc"] >= base["mean_acc"] - 1e-9})
     return out
+
+
+def live_step(args: argparse.Namespace) -> dict[str, Any]:
+    """Step 3: the real server, normal vs delta switch mode, on the same trace."""
+    from weightshare.serve.stack import StackConfig
+
+    with tempfile.TemporaryDirectory(prefix="accel-live-") as tmp:
+        opts: dict[str, Any] = {"threads": 1}
+        frontier = Path(args.frontier)
+        data = json.loads(frontier.read_text())
+        if isinstance(data, dict) and data.get("format") == "weightshare-serve-profile":
+            # The serving benchmark's profile: reused when it matches this machine and
+            # checkpoint; a copy, because a mismatch re-measures and rewrites the file.
+            shutil.copy(frontier, Path(tmp) / "profile.json")
+            opts["max_batch"] = max(data["batch_sizes"])
+        opts["profile"] = str(Path(tmp) / "profile.json")
+        base = StackConfig(checkpoint=args.checkpoint, deploy=args.frontier,
+                           profile_runs=args.live_profile_runs, **opts)
+        return live_switching(base, seconds=args.live_seconds, cv2=args.live_cv2,
+                              policy=args.live_policy, log=print)
+
+
+def live_notes(live: dict[str, Any]) -> str:
+    headers, rows = format_live_table(live)
+    return "\n".join([
+        "## Live: the real server, normal vs `--switch-mode delta` (this machine)", "",
+        f"Trace `{live['trace']}` ({live['requests']} requests), SLO {live['slo_ms']:g} ms, "
+        f"policy {live['policy']}, same checkpoint, deployed SubNets and profile; each mode "
+        "in a fresh server process, the load generator in another. Switches: batches on "
+        "another SubNet than the batch before (`weightshare_subnet_switches_total`); delta "
+        "loads, MB read and seconds: the delta backend's switches "
+        "(`weightshare_switch_bytes_total`, `weightshare_switch_seconds_total`). Weights "
+        "held: the whole SuperNet (normal) vs the largest SubNet footprint the delta backend "
+        "held (fp32). Peak RSS is the whole server process: in delta mode it still loads the "
+        "SuperNet for its runtime and profile and keeps a SuperNet-shaped skeleton, so it "
+        "shows no saving; the saving is in weights held, which is what a device holding "
+        "one SubNet needs.", "",
+        markdown_table(headers, rows), ""])
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -94,11 +145,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-serial-variant", dest="serial_variant", action="store_false",
                     help="Skip the fpga-small variant without transfer/compute overlap.")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--live", action=argparse.BooleanOptionalAction, default=True,
+                    help="Also run the real server in normal and delta switch mode.")
+    ap.add_argument("--live-only", action="store_true",
+                    help="Only the live step; writes accel_live.json/.md, not accel.json.")
+    ap.add_argument("--live-seconds", type=float, default=8.0,
+                    help="Length of the trace replayed against each server.")
+    ap.add_argument("--live-cv2", type=float, default=8.0)
+    ap.add_argument("--live-policy", default="slackfit")
+    ap.add_argument("--live-profile-runs", type=int, default=10,
+                    help="Timed runs per batch size if the profile must be re-measured.")
     ap.add_argument("--out-dir", default=str(RESULTS_DIR))
     args = ap.parse_args(argv)
     if args.quick:
         args.buffers_kb, args.repeats = "64,512,2048", 2
         args.trace = "gamma:rate=50,cv2=4,duration=5,seed=0"
+
+    if args.live_only:
+        live = live_step(args)
+        write_results("accel_live", {"checkpoint": args.checkpoint, "frontier": args.frontier,
+                                     "live": live}, live_notes(live), Path(args.out_dir),
+                      title="FastSwitch in the real server")
+        print("\n".join(live_notes(live).splitlines()[4:]))
+        return 0
 
     net, deployed = load_deployment(args.checkpoint, args.frontier)
     model = AccelModel.from_supernet(net, deployed)
@@ -119,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
                "time_ratio": round(mean["full_ms"] / mean["delta_ms"], 3),
                **{f"mean_{k}": round(v, 4) for k, v in mean.items()}}
     fs_goal["goal_met"] = fs_goal["bytes_ratio"] >= 2 and fs_goal["time_ratio"] > 1
+    live = live_step(args) if args.live else None
     bits = {d.name: d.bits for d in devices}
     payload = {
         "checkpoint": args.checkpoint, "frontier": args.frontier, "trace": args.trace,
@@ -129,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
                       "macs": model.get(n).macs} for n, c, a in deployed],
         "rows": rows, "goals": g, "fastswitch": fast, "fastswitch_summary": fs_goal,
     }
+    if live is not None:
+        payload["live"] = live
     table = markdown_table(
         ["device", "buffer KiB", "policy", "scheduler", "off-chip KB/q", "hit rate", "latency ms",
          "energy mJ", "off-chip mJ", "acc %", "met %"],
@@ -156,6 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{mean['full_ms']:.2f} ms: {fs_goal['bytes_ratio']}x fewer bytes, "
         f"{fs_goal['time_ratio']}x faster.", "",
         ftable, "",
+        live_notes(live) if live is not None else "",
         "## Model assumptions", "",
         "Weights at 8 bits; activations stay on chip and are not charged; a query takes "
         "max(compute, weight transfer) (double buffering); energy = MACs x pJ/MAC + off-chip "
@@ -173,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{x['device']:<11} {x['buffer_kb']:7g} KiB  latency -{100 * x['latency_saving']:5.1f}%"
               f"  off-chip energy -{100 * x['offchip_energy_saving']:5.1f}%  acc {x['acc_delta']:+.2f}")
     print(f"fastswitch: {fs_goal}")
+    if live is not None:
+        print("\n".join(live_notes(live).splitlines()[4:]))
     return 0
 
 

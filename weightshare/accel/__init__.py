@@ -8,6 +8,8 @@
   accelerator with an on-chip weight cache (none / LRU / SubGraph Stationary)
   and a cache-aware scheduler.
 - `run`: glue used by the CLI and the benchmark (deployment, traces, sweeps).
+- `live`: the real server in normal vs delta switch mode on the same trace
+  (the benchmark's live step; imported on use, it pulls in the serving stack).
 """
 
 from .cache import CachePolicy, list_caches, make_cache, register_cache

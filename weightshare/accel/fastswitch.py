@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -198,20 +199,38 @@ class DeltaSwitchRuntime:
         self.loads = 0
         self.load_s = 0.0
         self.bytes_read = 0
+        self.peak_resident_bytes = 0
+        self.metrics: Any = None  # a ServeMetrics once a server's worker attaches one
         self._lock = threading.Lock()
+
+    def attach_metrics(self, metrics: Any) -> None:
+        """Report every switch to `metrics` (a `ServeMetrics`): the server's worker calls
+        this, so `/metrics` shows weightshare_switch_bytes_total and _seconds_total."""
+        self.metrics = metrics
 
     def prepare(self, name: str) -> float:
         if name not in self.deployed:
             raise ValueError(f"no deployed SubNet {name!r}; deployed: {list(self.deployed)}")
         with self._lock:
-            if name == self.current:
-                return 0.0
-            stats = self.loader.switch(self.deployed[name])
-            self.current = name
-            self.loads += 1
-            self.load_s += stats.seconds
-            self.bytes_read += stats.bytes_read
-            return stats.seconds
+            return self._switch_to(name)
+
+    def _switch_to(self, name: str) -> float:
+        # Callers hold the lock.
+        if name == self.current:
+            return 0.0
+        stats = self.loader.switch(self.deployed[name])
+        self.current = name
+        self.loads += 1
+        self.load_s += stats.seconds
+        self.bytes_read += stats.bytes_read
+        self.peak_resident_bytes = max(self.peak_resident_bytes, self.loader.resident_bytes())
+        if self.metrics is not None:
+            self.metrics.record_switch(stats.bytes_read, stats.seconds)
+        return stats.seconds
+
+    def resident_bytes(self) -> int:
+        """Bytes of the current SubNet's weights (fp32): all a one-SubNet device must hold."""
+        return self.loader.resident_bytes()
 
     def run(self, batch: torch.Tensor, name: str) -> torch.Tensor:
         import torch.nn.functional as F
@@ -221,12 +240,7 @@ class DeltaSwitchRuntime:
             raise ValueError(f"no deployed SubNet {name!r}; deployed: {list(self.deployed)}")
         res = self.loader.net.space.resolution_of(cfg)
         with self._lock:  # a switch must not land mid-forward
-            if name != self.current:
-                stats = self.loader.switch(cfg)
-                self.current = name
-                self.loads += 1
-                self.load_s += stats.seconds
-                self.bytes_read += stats.bytes_read
+            self._switch_to(name)
             with torch.inference_mode():
                 if batch.shape[-1] != res or batch.shape[-2] != res:
                     batch = F.interpolate(batch, size=(res, res), mode="bilinear",

@@ -50,15 +50,21 @@ __all__ = [
 
 
 def started_server(stack: Any, policy: str, *, slo_ms: float, queue_capacity: int = 1024,
-                   token: str | None = None) -> Any:
-    """A `ServerThread` (not yet started) serving `stack` with a fresh worker for `policy`."""
+                   token: str | None = None, backend: Any = None) -> Any:
+    """A `ServerThread` (not yet started) serving `stack` with a fresh worker for `policy`.
+
+    backend: what the worker runs batches on; None: the stack's SuperNet runtime (every
+    SubNet resident). `stack.backend` serves as `weightshare serve` would, e.g. with
+    `--switch-mode delta`.
+    """
     from .metrics import ServeMetrics
     from .policies import make_policy
     from .server import ServerConfig, ServerThread, create_app
     from .worker import InferenceWorker
 
     metrics = ServeMetrics()  # per run: counters of one policy do not leak into the next
-    worker = InferenceWorker(stack.runtime, make_policy(policy), stack.profile,
+    worker = InferenceWorker(stack.runtime if backend is None else backend,
+                             make_policy(policy), stack.profile,
                              queue_capacity=queue_capacity, metrics=metrics)
     app = create_app(worker, stack.runtime.input_shape(), stack.runtime.num_classes,
                      ServerConfig(slo_ms=slo_ms, max_request_batch=stack.profile.max_batch,

@@ -3,7 +3,8 @@
 Each server gets its own `CollectorRegistry` (so tests can run several servers
 in one process) exposed at `/metrics`: requests by outcome, end-to-end
 latency, SLO hits and misses, drops and rejections, which SubNet served each
-batch, batch sizes and queue depth.
+batch, batch sizes and queue depth, and SubNet switches: how many, and for backends that
+read weights on a switch (`serve --switch-mode delta`) the bytes read and the time taken.
 """
 
 from __future__ import annotations
@@ -53,6 +54,21 @@ class ServeMetrics:
         self.loads = Counter("weightshare_model_loads",
                              "Separately stored models loaded (INFaaS-style switching).",
                              registry=r)
+        self.switches = Counter("weightshare_subnet_switches",
+                                "Batches run on a different SubNet than the batch before.",
+                                registry=r)
+        self.switch_bytes = Counter("weightshare_switch_bytes",
+                                    "Weight bytes read from storage by SubNet switches "
+                                    "(FastSwitch delta mode; 0 when every SubNet is resident).",
+                                    registry=r)
+        self.switch_seconds = Counter("weightshare_switch_seconds",
+                                      "Wall time spent switching SubNets' weights in.",
+                                      registry=r)
+
+    def record_switch(self, bytes_read: int, seconds: float) -> None:
+        """A backend read `bytes_read` bytes in `seconds` to switch SubNets."""
+        self.switch_bytes.inc(bytes_read)
+        self.switch_seconds.inc(seconds)
 
     def record_batch(self, subnet: str, images: int, requests: int, seconds: float) -> None:
         self.subnet.labels(subnet).inc()

@@ -77,6 +77,12 @@ class InferenceWorker:
         self._busy = False
         self._thread = threading.Thread(target=self._loop, name="weightshare-infer", daemon=True)
         self.batches = 0
+        # Seeded from the backend so a SubNet loaded before traffic (a delta-switch backend
+        # warmed up with its default SubNet) is not counted as a switch on the first batch.
+        self._last_subnet: str | None = getattr(backend, "current", None)
+        attach = getattr(backend, "attach_metrics", None)
+        if metrics is not None and attach is not None:
+            attach(metrics)  # backends that read weights on a switch report bytes and time
 
     # -------------------------------------------------------------- lifecycle
     def start(self) -> InferenceWorker:
@@ -184,8 +190,12 @@ class InferenceWorker:
             return
         self.batches += 1
         acc = self.profile.acc(d.subnet)
+        switched = self._last_subnet is not None and d.subnet != self._last_subnet
+        self._last_subnet = d.subnet
         if self.metrics:
             self.metrics.record_batch(d.subnet, d.batch_size, len(d.requests), finish - t0)
+            if switched:
+                self.metrics.switches.inc()
         offset = 0
         for r in d.requests:
             status = "ok" if finish <= r.deadline else "late"
