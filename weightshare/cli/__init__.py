@@ -7,7 +7,7 @@ load tests), `accel` (small accelerators). See `core`'s docstring for how to
 add a command.
 """
 
-from . import accel, fed, search, serve  # noqa: F401  (registers their commands on `app`)
+from . import accel, fed, quant, search, serve  # noqa: F401  (registers their commands on `app`)
 from .core import (
     USER_ERRORS,
     app,

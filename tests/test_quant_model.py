@@ -1,0 +1,154 @@
+"""nablaQDARTS networks, BitOps (checked by hand), genotypes and their errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from weightshare.quant.cost import bitops, conv_macs, expected_bitops, layer_bitops
+from weightshare.quant.derived import DerivedNetwork, qconvs
+from weightshare.quant.genotype import (
+    Genotype,
+    GenotypeError,
+    NetSpec,
+    load_genotype,
+    save_genotype,
+)
+from weightshare.quant.ops import PRIMITIVES, QConv
+from weightshare.quant.search_model import SearchNetwork
+
+SPEC = NetSpec(in_channels=1, num_classes=10, image_size=16, C=8, layers=3, steps=2)
+# every non-'none' op appears somewhere
+NORMAL = (("sep_conv_3x3", 0), ("dil_conv_5x5", 1), ("skip_connect", 0), ("avg_pool_3x3", 2))
+REDUCE = (("sep_conv_5x5", 0), ("skip_connect", 1), ("max_pool_3x3", 1), ("dil_conv_3x3", 2))
+
+
+def _paths_from_error(g: Genotype) -> list[str]:
+    class Probe(DerivedNetwork):
+        def _apply_bits(self, bits):  # keep the module tree, skip the check
+            self.paths = list(qconvs(self))
+
+    return Probe(g).paths
+
+
+def test_qconv_bitops_by_hand():
+    conv = QConv(3, 4, 3, padding=1, w_bits=(4,), a_bits=(2,))
+    model = nn.Sequential()
+    model.add_module("c", conv)
+    macs = conv_macs(model, (3, 8, 8))
+    assert macs == {"c": 8 * 8 * 4 * 3 * 9}
+    assert layer_bitops(model, (3, 8, 8))["c"]["bitops"] == 6912 * 4 * 2
+    dw = nn.Sequential()
+    dw.add_module("d", QConv(6, 6, 3, stride=2, padding=1, groups=6, w_bits=(8,), a_bits=(8,)))
+    assert bitops(dw, (6, 8, 8)) == (4 * 4 * 6 * 9 * 64, 4 * 4 * 6 * 9)
+
+
+def test_expected_bits_follow_the_gamma_softmax():
+    conv = QConv(2, 2, 1, w_bits=(2, 4), a_bits=(2, 4, 8))
+    with torch.no_grad():
+        conv.gamma_wt.copy_(torch.tensor([0.0, math.log(3.0)]))  # probs 1/4, 3/4
+        conv.gamma_act.copy_(torch.tensor([0.0, 0.0, math.log(2.0)]))  # 1/4, 1/4, 1/2
+    wb, ab = conv.expected_bits()
+    assert wb.item() == pytest.approx(0.25 * 2 + 0.75 * 4)
+    assert ab.item() == pytest.approx(0.25 * 2 + 0.25 * 4 + 0.5 * 8)
+    assert conv.chosen_bits() == (4, 8)
+
+
+def test_search_network_shapes_and_parameter_groups():
+    torch.manual_seed(0)
+    net = SearchNetwork(SPEC, bits=(2, 4, 8))
+    assert net(torch.randn(2, 1, 16, 16)).shape == (2, 10)
+    n_w, n_g, n_a = (len(net.weight_parameters()), len(net.gamma_parameters()),
+                     len(net.arch_parameters()))
+    assert n_a == 4 and n_g > 0
+    assert n_w + n_g + n_a == len(list(net.parameters()))
+    assert all(p.numel() == 3 for p in net.gamma_parameters())
+    assert net.alphas_normal.shape == (5, len(PRIMITIVES))  # 2 + 3 edges, 8 ops
+
+
+def test_expected_bitops_equals_the_derived_network_in_the_one_hot_limit():
+    """One node per cell: both its edges kept, each with edge weight 1/2 in the search net.
+
+    With alphas and gammas saturated on one choice the expected cost must equal
+    fixed layers + 1/2 x the derived network's edge layers: this checks the mixture
+    weights and the partial-channel factor (k for depthwise, k^2 for dense convs).
+    """
+    spec = NetSpec(in_channels=1, num_classes=10, image_size=16, C=8, layers=3, steps=1)
+    torch.manual_seed(0)
+    net = SearchNetwork(spec, bits=(2, 4, 8), partial_k=4)
+    with torch.no_grad():
+        for a in (net.alphas_normal, net.alphas_reduce):
+            a.zero_()
+            a[:, PRIMITIVES.index("sep_conv_3x3")] = 60.0
+        for b in (net.betas_normal, net.betas_reduce):
+            b.zero_()
+        for g in net.gamma_parameters():
+            g.zero_()
+            g[1] = 60.0  # 4 bits
+    cost = expected_bitops(net, conv_macs(net, (1, 16, 16))).item() * 1e6
+    geno = net.derive()
+    assert all(op == "sep_conv_3x3" for op, _ in geno.normal + geno.reduce)
+    derived = DerivedNetwork(geno)
+    rows = layer_bitops(derived, (1, 16, 16))
+    edges = sum(r["bitops"] for n, r in rows.items() if ".edges." in n)
+    fixed = sum(r["bitops"] for n, r in rows.items() if ".edges." not in n)
+    assert {r["w_bits"] for n, r in rows.items() if ".edges." in n} == {4}
+    assert cost == pytest.approx(fixed + 0.5 * edges, rel=1e-4)
+
+
+def test_uniform_genotype_bitops_scale_with_bits():
+    paths = _paths_from_error(Genotype(SPEC, NORMAL, REDUCE, {}))
+    g = Genotype(SPEC, NORMAL, REDUCE, {p: (4, 4) for p in paths})
+    ops = {b: bitops(DerivedNetwork(g.uniform(b)), (1, 16, 16)) for b in (2, 4, 32)}
+    macs = ops[32][1]
+    assert ops[32][0] == macs * 32 * 32
+    fixed = sum(r["macs"] for n, r in layer_bitops(DerivedNetwork(g.uniform(2)), (1, 16, 16))
+                .items() if n.split(".")[0] in ("stem", "classifier"))
+    for b in (2, 4):
+        assert ops[b][0] == fixed * 64 + (macs - fixed) * b * b
+
+
+def test_genotype_round_trip(tmp_path):
+    paths = _paths_from_error(Genotype(SPEC, NORMAL, REDUCE, {}))
+    g = Genotype(SPEC, NORMAL, REDUCE, {p: (2 if i % 2 else 8, 4) for i, p in enumerate(paths)},
+                 {"note": "x"})
+    path = save_genotype(g, tmp_path / "g.json")
+    back = load_genotype(path)
+    assert back == g
+    assert back.to_dict() == json.loads(path.read_text())
+    net = DerivedNetwork(back)
+    assert net.layer_bits() == back.bits
+    assert net(torch.randn(2, 1, 16, 16)).shape == (2, 10)
+
+
+def test_genotype_errors(tmp_path):
+    paths = _paths_from_error(Genotype(SPEC, NORMAL, REDUCE, {}))
+    good = Genotype(SPEC, NORMAL, REDUCE, {p: (4, 4) for p in paths}).to_dict()
+    with pytest.raises(FileNotFoundError, match="no genotype"):
+        load_genotype(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(GenotypeError, match="corrupt JSON"):
+        load_genotype(bad)
+    bad.write_text(json.dumps({"hello": 1}))
+    with pytest.raises(GenotypeError, match="not a genotype"):
+        load_genotype(bad)
+    for change, message in [
+        (lambda d: d["bits"].update({paths[0]: [3, 4]}), "unknown weight bit width 3"),
+        (lambda d: d["normal"].__setitem__(0, ["conv_7x7", 0]), "unknown operation"),
+        (lambda d: d["normal"].__setitem__(3, ["sep_conv_3x3", 5]), "input 5"),
+        (lambda d: d["spec"].update({"image_size": 30}), "multiple of 4"),
+    ]:
+        d = json.loads(json.dumps(good))
+        change(d)
+        bad.write_text(json.dumps(d))
+        with pytest.raises(GenotypeError, match=message):
+            load_genotype(bad)
+    d = json.loads(json.dumps(good))
+    d["bits"].pop(paths[0])
+    with pytest.raises(GenotypeError, match="do not match its architecture"):
+        DerivedNetwork(Genotype.from_dict(d))

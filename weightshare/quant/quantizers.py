@@ -1,0 +1,149 @@
+"""Fake quantizers with straight-through gradients: HWGQ for activations, std-scaled uniform for weights.
+
+Both round in the forward pass and let the gradient through unchanged in the
+backward pass (straight-through estimator), so a float network can be trained
+at low precision. ``bits == 32`` means "no quantization" (float passthrough).
+
+Activations (`quantize_act`): half-wave Gaussian quantizer (HWGQ, Cai et al.
+2017). The input is assumed to be a batch-normalised pre-activation (about
+N(0, 1)); the quantizer is also the ReLU: negative values map to 0, positive
+ones to the grid ``{0, step, ..., (2**bits - 1) * step}``. Values above the
+top level are clipped and get no gradient; inside the range the gradient is 1.
+
+Weights (`quantize_weight`): symmetric mid-rise uniform quantizer with
+``2**bits`` levels ``(k + 0.5) * step`` for k in [-2**(bits-1), 2**(bits-1) - 1],
+``step = c(bits) * std(w)``; the gradient passes straight through everywhere.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "ACT_STEPS",
+    "SUPPORTED_BITS",
+    "WEIGHT_STEP_FACTORS",
+    "act_clip",
+    "check_bits",
+    "mixed_quantize_act",
+    "quantize_act",
+    "quantize_weight",
+    "weight_codes",
+    "weight_step",
+]
+
+# HWGQ steps for unit-variance pre-activations. 2 and 4 bits are the reference's
+# values (they are the MSE-optimal uniform steps for a half-Gaussian, as in the HWGQ
+# paper). 8 bits is not in the reference; we derived it the same way: the step that
+# minimises E[(x - Q(x))^2] for x ~ N(0, 1) restricted to x > 0, on this module's
+# 2**8-level grid, by numerical integration (0.0165). Reproduce with the snippet in
+# tests/test_quant_quantizers.py::test_eight_bit_steps_are_mse_optimal.
+ACT_STEPS: dict[int, float] = {2: 0.538, 4: 0.185, 8: 0.0165}
+
+# Weight step = c * std(w). c is the MSE-optimal step of a 2**bits-level mid-rise
+# uniform quantizer for a Gaussian (Max 1960): the reference's 0.996 (2 bits) and
+# 0.336 (4 bits); 8 bits derived the same way by numerical integration (0.0308).
+WEIGHT_STEP_FACTORS: dict[int, float] = {2: 0.996, 4: 0.336, 8: 0.0308}
+
+FLOAT_BITS = 32
+SUPPORTED_BITS: tuple[int, ...] = (*sorted(ACT_STEPS), FLOAT_BITS)
+
+
+def check_bits(bits: int, what: str = "bit width") -> int:
+    """`bits` if it is supported, else ValueError naming the supported widths."""
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits not in SUPPORTED_BITS:
+        raise ValueError(
+            f"unknown {what} {bits!r}; supported: {', '.join(map(str, SUPPORTED_BITS))} "
+            f"({FLOAT_BITS} = float, not quantized)"
+        )
+    return bits
+
+
+def act_clip(bits: int) -> float:
+    """The top level of the activation grid at `bits`."""
+    return ACT_STEPS[bits] * (2**bits - 1)
+
+
+def _ste(x: Tensor, q: Tensor) -> Tensor:
+    # Forward value q, gradient of x: the straight-through estimator. Written as
+    # q + (x - x) rather than x + (q - x) so the value is exactly q (on the grid).
+    return q.detach() + (x - x.detach())
+
+
+def quantize_act(x: Tensor, bits: int) -> Tensor:
+    """ReLU + HWGQ rounding to `bits` (32: plain ReLU)."""
+    if bits == FLOAT_BITS:
+        return torch.relu(x)
+    step = ACT_STEPS[bits]
+    # clamp outside the STE: no gradient below 0 (the ReLU) or above the clip level
+    y = x.clamp(0.0, act_clip(bits))
+    return _ste(y, torch.round(y / step) * step)
+
+
+def weight_step(w: Tensor, bits: int) -> Tensor:
+    """The quantization step of weight tensor `w` (a 0-d tensor, no gradient)."""
+    return (WEIGHT_STEP_FACTORS[bits] * w.detach().std()).clamp_min(1e-12)
+
+
+def weight_codes(w: Tensor, bits: int) -> tuple[Tensor, Tensor]:
+    """Integer level index k in [-2**(bits-1), 2**(bits-1) - 1] per weight, and the step."""
+    step = weight_step(w, bits)
+    half = 2 ** (bits - 1)
+    k = torch.floor(w.detach() / step).clamp(-half, half - 1)
+    return k, step
+
+
+def quantize_weight(w: Tensor, bits: int) -> Tensor:
+    """Uniform mid-rise quantization of `w` with step c(bits) * std(w) (32: unchanged)."""
+    if bits == FLOAT_BITS:
+        return w
+    k, step = weight_codes(w, bits)
+    return _ste(w, (k + 0.5) * step)
+
+
+def _act_level(x: Tensor, bits: int) -> Tensor:
+    if bits == FLOAT_BITS:
+        return torch.relu(x)
+    step = ACT_STEPS[bits]
+    return torch.round(x.clamp(0.0, act_clip(bits)) / step) * step
+
+
+class _MixedAct(torch.autograd.Function):
+    """sum_i p_i * quantize_act(x, bits_i) with hand-written straight-through backward.
+
+    The same value as the composed ops, but one pass instead of ~8 autograd nodes per
+    bit width: the search runs this on every conv input, and on CPU the clamp
+    backward alone was a fifth of a search step.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, probs: Tensor, bits: tuple[int, ...]) -> Tensor:  # type: ignore[override]
+        ctx.bits = bits
+        levels = [_act_level(x, b) for b in bits]
+        # the levels are kept for d/dprobs: recomputing them costs more than the memory
+        ctx.save_for_backward(x, probs, *levels)
+        out = levels[0] * probs[0]
+        for p, q in zip(probs[1:], levels[1:], strict=True):
+            out.add_(q * p)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, Tensor | None, None]:  # type: ignore[override]
+        x, probs, *levels = ctx.saved_tensors
+        grad_x = grad_p = None
+        if ctx.needs_input_grad[0]:
+            # d/dx: p_i inside [0, clip_i], 0 outside (ReLU below, clipping above)
+            slope = torch.zeros_like(x)
+            for p, b in zip(probs, ctx.bits, strict=True):
+                inside = x > 0 if b == FLOAT_BITS else (x > 0) & (x < act_clip(b))
+                slope.add_(inside.to(x.dtype) * p)
+            grad_x = grad * slope
+        if ctx.needs_input_grad[1]:
+            grad_p = torch.stack([torch.vdot(grad.reshape(-1), q.reshape(-1)) for q in levels])
+        return grad_x, grad_p, None
+
+
+def mixed_quantize_act(x: Tensor, probs: Tensor, bits: tuple[int, ...]) -> Tensor:
+    """The mixture ``sum_i probs[i] * quantize_act(x, bits[i])`` (same values and gradients)."""
+    return _MixedAct.apply(x, probs, tuple(bits))

@@ -1,0 +1,167 @@
+"""Quantization-aware retraining of a derived network from scratch, then test accuracy and BitOps.
+
+`retrain(cfg, genotype, out)` builds `DerivedNetwork(genotype, cfg.retrain_C)`
+(fresh weights), trains it with SGD (momentum 0.9, nesterov, cosine LR) with
+every QConv fake-quantized at its genotype bits, and evaluates it on the test
+split. Writes into `out`: ``retrain.pt`` (after every epoch, atomic; the
+final one also holds the genotype, so `export` needs nothing else),
+``log.jsonl`` and ``retrain.json`` (accuracy, BitOps, MACs, bits per layer).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import CheckpointError
+from ..data import Dataset, Loader
+from ..io import atomic_write_text
+from .config import QuantConfig
+from .cost import bitops, layer_bitops
+from .derived import DerivedNetwork
+from .genotype import Genotype, GenotypeError
+from .state import load_state, save_state
+from .train_utils import cosine_lr, evaluate, load_data, pick_device, progress_bar
+
+__all__ = ["RetrainResult", "load_retrained", "retrain"]
+
+
+@dataclass
+class RetrainResult:
+    model: DerivedNetwork
+    out_dir: Path
+    summary: dict[str, Any]
+
+
+def _spec_for(genotype: Genotype, data: Dataset) -> None:
+    s = genotype.spec
+    if (s.in_channels, s.num_classes, s.image_size) != (data.in_channels, data.num_classes,
+                                                        data.image_size):
+        raise ValueError(
+            f"the genotype was searched for {s.in_channels}x{s.image_size}x{s.image_size} "
+            f"inputs and {s.num_classes} classes; dataset {data.name!r} has "
+            f"{data.in_channels}x{data.image_size}x{data.image_size} and {data.num_classes}")
+
+
+def retrain(cfg: QuantConfig, genotype: Genotype, out: str | Path, *, resume: bool = False,
+            data: Dataset | None = None) -> RetrainResult:
+    """QAT-train the derived network of `genotype` from scratch in folder `out`."""
+    out = Path(out)
+    ckpt_path = out / "retrain.pt"
+    if ckpt_path.exists() and not resume:
+        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose "
+                              "another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    device = pick_device(cfg.device)
+    if data is None:
+        data = load_data(cfg, cfg.retrain_subset)
+    _spec_for(genotype, data)
+    torch.manual_seed(cfg.seed)
+    model = DerivedNetwork(genotype, cfg.retrain_C).to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.retrain_lr, momentum=0.9, nesterov=True,
+                          weight_decay=cfg.retrain_weight_decay)
+    loader = Loader(data.train, data, cfg.retrain_batch_size, train=True, seed=cfg.seed,
+                    augment=cfg.augment, device=device)
+    spe = len(loader)
+    total = cfg.retrain_epochs * spe
+    step, history, wall = 0, [], 0.0
+    if resume and ckpt_path.exists():
+        state = load_state(ckpt_path, "retrain")
+        if state.get("genotype") != genotype.to_dict() or state.get("channels") != cfg.retrain_C:
+            raise ValueError(f"{ckpt_path} retrains another genotype or width; use another --out")
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise CheckpointError(f"{ckpt_path} does not fit this network: {str(err)[:300]}"
+                                  ) from None
+        step, history, wall = int(state["step"]), list(state["history"]), float(state["wall_s"])
+        if step >= total and (out / "retrain.json").is_file():
+            summary = json.loads((out / "retrain.json").read_text())
+            return RetrainResult(model.eval(), out, summary)
+
+    def save(at: int, extra: dict | None = None) -> None:
+        save_state(ckpt_path, "retrain", {
+            "genotype": genotype.to_dict(), "channels": cfg.retrain_C, "config": cfg.to_dict(),
+            "step": at, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "history": history, "wall_s": wall, **(extra or {}),
+        })
+
+    last = total if cfg.max_steps is None else min(total, cfg.max_steps)
+    bar = progress_bar(cfg.progress, last, min(step, last), "quant retrain")
+    log = (out / "log.jsonl").open("a", encoding="utf-8")
+    t0, wall0 = time.perf_counter(), wall
+    run_loss = run_correct = run_n = 0.0
+    model.train()
+    try:
+        while step < last:
+            epoch, first = divmod(step, spe)
+            loader.set_epoch(epoch, start_batch=first)
+            for x, y in loader:
+                lr = cosine_lr(step, total, cfg.retrain_lr)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                logits = model(x)
+                loss = F.cross_entropy(logits, y)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                step += 1
+                run_loss += float(loss.detach()) * len(y)
+                run_correct += float((logits.argmax(1) == y).sum())
+                run_n += len(y)
+                wall = wall0 + time.perf_counter() - t0
+                if bar is not None:
+                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.4f}")
+                    bar.update(1)
+                if step % spe == 0 or step >= last:
+                    rec = {"epoch": epoch, "step": step, "train_loss": run_loss / max(run_n, 1),
+                           "train_acc": 100.0 * run_correct / max(run_n, 1), "wall_s": wall}
+                    history.append(rec)
+                    log.write(json.dumps(rec) + "\n")
+                    log.flush()
+                    run_loss = run_correct = run_n = 0.0
+                    save(step)
+                    break
+                if cfg.save_every_steps and step % cfg.save_every_steps == 0:
+                    save(step)
+    finally:
+        log.close()
+        if bar is not None:
+            bar.close()
+    shape = (data.in_channels, data.image_size, data.image_size)
+    ops, macs = bitops(model, shape)
+    summary: dict[str, Any] = {"steps": step, "total_steps": total, "finished": step >= total,
+                               "retrain_s": wall, "bitops": ops, "macs": macs,
+                               "params": sum(p.numel() for p in model.parameters()),
+                               "channels": model.spec.C, "history": history,
+                               "layers": layer_bitops(model, shape),
+                               "genotype": genotype.to_dict()}
+    if step >= total:
+        summary.update({f"test_{k}": v for k, v in evaluate(model, data, device).items()})
+        atomic_write_text(out / "retrain.json", json.dumps(summary, indent=1) + "\n")
+        save(step, {"results": {k: summary[k] for k in ("test_acc", "bitops", "macs")}})
+    return RetrainResult(model.eval(), out, summary)
+
+
+def load_retrained(path: str | Path) -> tuple[DerivedNetwork, dict[str, Any]]:
+    """The retrained network in a ``retrain.pt`` (eval mode) and its checkpoint payload."""
+    state = load_state(path, "retrain")
+    try:
+        genotype = Genotype.from_dict(state["genotype"])
+    except (KeyError, GenotypeError) as err:
+        raise CheckpointError(f"{path}: no valid genotype inside ({err})") from None
+    model = DerivedNetwork(genotype, state.get("channels"))
+    try:
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(f"{path}: weights do not fit its genotype: {str(err)[:300]}"
+                              ) from None
+    return model.eval(), state
