@@ -8,7 +8,8 @@ the same test images):
 * ``uniform-8``, ``uniform-4`` -- that same float genotype retrained with QAT at 8/8 and
                     4/4 bits in every cell layer (stem and classifier at 8/8);
 * ``qdarts-lambda-<x>`` -- nablaQDARTS searches over {2, 4, 8} bits per conv for weights
-                    and activations at three lambdas, each genotype retrained with QAT.
+                    and activations at each of `--lambdas` (default four), each genotype
+                    retrained with QAT.
 
 Goal (the paper's, at our scale): a nablaQDARTS network with >= 18x fewer BitOps than
 ``float`` at <= 0.5 points lower accuracy, one with >= 100x fewer within 2 points, and
@@ -16,7 +17,7 @@ nablaQDARTS ahead of uniform quantization at equal BitOps.
 
 Sizing: the `small` preset (a 3-cell, 2-node net, C=8 search / C=12 retrain, 1,024 +
 1,024 search images, 4,000 retraining images, 5,000 test images) takes about 45 minutes
-for all six rows on one core (OMP_NUM_THREADS=1). Scale up with ``--preset full`` or
+for all seven rows on one core (OMP_NUM_THREADS=1). Scale up with ``--preset full`` or
 ``--set KEY=VALUE`` (e.g. ``--set retrain_epochs=20 --set retrain_subset=null``).
 
 Results go to results/quant.{json,md,png} after every row; runs (checkpoints) to
@@ -165,8 +166,8 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="small")
-    ap.add_argument("--lambdas", type=float, nargs=3, default=[1e-3, 1e-2, 1e-1],
-                    help="BitOps weights (loss per MBitOp per image) of the three searches")
+    ap.add_argument("--lambdas", type=float, nargs="+", default=[1e-4, 1e-3, 1e-2, 1e-1],
+                    help="BitOps weights (loss per MBitOp per image), one search each")
     ap.add_argument("--set", action="append", metavar="KEY=VALUE",
                     help="Override a quant option (repeatable)")
     ap.add_argument("--runs", type=Path, default=REPO_ROOT / "runs" / "quant_bench")
