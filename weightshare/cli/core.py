@@ -128,8 +128,9 @@ def _root(
     ] = False,
 ) -> None:
     """Weight-shared SuperNets: train one SuperNet for all its SubNets (DepS), search it
-    for each target, export SubNets to ONNX, serve it adaptively (SlackFit), and model
-    small accelerators (FastSwitch, SUSHI).
+    for each target, export SubNets to ONNX, serve it adaptively (SlackFit), train it
+    federated (SuperFedNAS on Flower), search bit widths (nablaQDARTS) and model small
+    accelerators (FastSwitch, SUSHI).
 
     Run `weightshare COMMAND --help` for a command's options and an example.
     """
