@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from ..presets import list_presets as _list_presets
+from ..presets import load_options
 from .quantizers import check_bits
 
 __all__ = ["PRESETS_DIR", "QuantConfig", "list_presets"]
@@ -27,7 +27,7 @@ MODEL_KEYS = ("dataset", "C", "layers", "steps", "stem_multiplier", "partial_k",
 
 
 def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    return _list_presets(PRESETS_DIR)
 
 
 @dataclass
@@ -115,25 +115,7 @@ class QuantConfig:
              **kwargs: Any) -> QuantConfig:
         """A preset name (configs/quant/NAME.yaml) or YAML path, then `key=value` overrides,
         then keyword arguments that are not None."""
-        data: dict[str, Any] = {}
-        if preset is not None:
-            path = Path(preset)
-            if not path.suffix:
-                path = PRESETS_DIR / f"{preset}.yaml"
-            if not path.is_file():
-                raise ValueError(f"no quant preset {preset!r}; presets: {list_presets()}")
-            try:
-                data = yaml.safe_load(path.read_text()) or {}
-            except yaml.YAMLError as err:
-                raise ValueError(f"{path} is not valid YAML: {err}") from None
-            if not isinstance(data, dict):
-                raise ValueError(f"{path} must hold a mapping of options")
-        for item in overrides or []:
-            if "=" not in item:
-                raise ValueError(f"override {item!r} is not KEY=VALUE")
-            key, value = item.split("=", 1)
-            data[key.strip()] = yaml.safe_load(value)
-        data.update({k: v for k, v in kwargs.items() if v is not None})
+        data = load_options(preset, PRESETS_DIR, "quant", overrides, **kwargs)
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> QuantConfig:

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+from ..presets import list_presets as _list_presets
+from ..presets import load_options
 
 __all__ = ["TrainConfig", "PRESETS_DIR", "list_presets"]
 
@@ -21,7 +22,7 @@ PRESETS_DIR = Path(__file__).resolve().parent.parent / "configs" / "train"
 
 
 def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+    return _list_presets(PRESETS_DIR)
 
 
 @dataclass
@@ -105,20 +106,7 @@ class TrainConfig:
     def load(cls, preset: str | Path | None = None, overrides: list[str] | None = None,
              **kwargs: Any) -> TrainConfig:
         """A preset name (configs/train/NAME.yaml) or YAML path, then `key=value` overrides."""
-        data: dict[str, Any] = {}
-        if preset is not None:
-            path = Path(preset)
-            if not path.suffix:
-                path = PRESETS_DIR / f"{preset}.yaml"
-            if not path.is_file():
-                raise ValueError(f"no training preset {preset!r}; presets: {list_presets()}")
-            data = yaml.safe_load(path.read_text()) or {}
-        for item in overrides or []:
-            if "=" not in item:
-                raise ValueError(f"override {item!r} is not KEY=VALUE")
-            key, value = item.split("=", 1)
-            data[key.strip()] = yaml.safe_load(value)
-        data.update({k: v for k, v in kwargs.items() if v is not None})
+        data = load_options(preset, PRESETS_DIR, "training", overrides, **kwargs)
         return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> TrainConfig:
