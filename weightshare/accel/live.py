@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 import resource
-import subprocess
 import sys
 import time
 import urllib.request
@@ -109,18 +108,9 @@ def serve_mode(base: Any, mode: str, *, policy: str, trace: str, slo_ms: float,
 
 def _serve_in_process(job: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:
     """`serve_mode` in a fresh interpreter (its memory is then its own), JSON in and out."""
-    try:
-        out = subprocess.run([sys.executable, "-m", "weightshare.accel.live"],
-                             input=json.dumps(job), capture_output=True, text=True,
-                             timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise TimeoutError(f"the {job['mode']} server gave no result within {timeout_s:.0f} s"
-                           ) from None
-    if out.returncode != 0:
-        raise RuntimeError(f"the {job['mode']} server failed (exit code {out.returncode}): "
-                           f"{out.stderr.strip()[-2000:]}")
-    # The answer is the last line: anything a library prints before it is not ours.
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    from ..serve.loadgen import run_json_module
+
+    return run_json_module("weightshare.accel.live", job, timeout_s, f"the {job['mode']} server")
 
 
 def live_switching(base: Any, *, seconds: float = 8.0, cv2: float = 8.0,

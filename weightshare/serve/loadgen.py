@@ -22,6 +22,7 @@ import asyncio
 import json
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -262,26 +263,30 @@ def _config_dict(config: LoadConfig) -> dict[str, Any]:
     return d
 
 
-def _run_in_process(job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
-    """Run `job` with `python -m weightshare.serve.loadgen` and return its JSON answer.
+def run_json_module(module: str, job: Mapping[str, Any], timeout_s: float,
+                    what: str) -> dict[str, Any]:
+    """Run `python -m module` with `job` as JSON on stdin; its answer is the last stdout line.
 
     A separate interpreter rather than multiprocessing: spawn would re-import the caller's
-    main script, which breaks any script without an `if __name__ == "__main__"` guard.
+    main script, which breaks any script without an `if __name__ == "__main__"` guard. Only
+    the last line is parsed, so anything a library prints before the answer is ignored.
     """
     import subprocess
     import sys
 
     try:
-        out = subprocess.run([sys.executable, "-m", "weightshare.serve.loadgen"],
-                             input=json.dumps(job), capture_output=True, text=True,
-                             timeout=timeout_s)
+        out = subprocess.run([sys.executable, "-m", module], input=json.dumps(job),
+                             capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
-        raise TimeoutError(f"the load generator gave no result within {timeout_s:.0f} s"
-                           ) from None
+        raise TimeoutError(f"{what} gave no result within {timeout_s:.0f} s") from None
     if out.returncode != 0:
-        raise RuntimeError(f"the load generator failed (exit code {out.returncode}): "
+        raise RuntimeError(f"{what} failed (exit code {out.returncode}): "
                            f"{out.stderr.strip()[-2000:]}")
-    return json.loads(out.stdout)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _run_in_process(job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    return run_json_module("weightshare.serve.loadgen", job, timeout_s, "the load generator")
 
 
 def run_load_process(trace: Trace, config: LoadConfig, timeout_s: float | None = None
