@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
+from ..checkpoint import plain
 from ..models import SuperNet, create_supernet
 from ..nn import NormContext
 from ..space import SubnetConfig
@@ -117,16 +118,8 @@ def subnet_masks(net: SuperNet, subnet: SubnetConfig) -> Masks:
     the same masks independently; cached per process.
     """
     net.space.validate(subnet)
-    key = (net.name, json.dumps(_plain(net.config), sort_keys=True))
+    key = (net.name, json.dumps(plain(net.config), sort_keys=True))
     return _cached(key, subnet)
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def take(state: Mapping[str, Tensor], masks: Masks) -> dict[str, Tensor]:

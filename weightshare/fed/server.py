@@ -13,6 +13,7 @@ Outputs in `out_dir`: `checkpoint.pt` (atomic, after every evaluation),
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from logging import INFO
@@ -27,6 +28,7 @@ from flwr.serverapp import Grid, ServerApp
 from ..checkpoint import CheckpointError, load_checkpoint, plain, save_checkpoint
 from ..io import atomic_write_text, read_json
 from ..models import SuperNet, create_supernet
+from ..space import SubnetConfig
 from ..train.evaluate import accuracy, recalibrate
 from .client import client_partitions, load_fed_dataset
 from .config import FedConfig
@@ -53,8 +55,6 @@ def evaluate_corners(net: SuperNet, cfg: FedConfig) -> dict[str, float]:
     ds = load_fed_dataset(cfg)
     net.subnet_norms.clear()  # statistics of older weights are stale
     if cfg.mode == "fedavg":
-        from ..space import SubnetConfig
-
         subnets = {"subnet": SubnetConfig.from_json(cfg.subnet) if cfg.subnet
                    else net.space.largest()}
     else:
@@ -134,8 +134,6 @@ def run_server(grid: Grid, cfg: FedConfig, out_dir: str | Path, *, threads: int 
 
 
 def _json(obj: Any) -> str:
-    import json
-
     return json.dumps(obj, indent=1, default=float) + "\n"
 
 
