@@ -35,6 +35,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "atomic_torch_save",
+    "load_torch_file",
     "plain",
     "FORMAT",
     "VERSION",
@@ -98,19 +99,26 @@ def save_checkpoint(path: str | os.PathLike, supernet: SuperNet, *,
     return atomic_torch_save(payload, path)
 
 
-def read_payload(path: str | os.PathLike) -> dict[str, Any]:
-    """Load and check the raw payload; every failure is a CheckpointError saying why."""
+def load_torch_file(path: str | os.PathLike, missing: str = "checkpoint",
+                    what: str = "weightshare checkpoint") -> Any:
+    """`torch.load(path, weights_only=True)`; a missing or unreadable file is a CheckpointError
+    ("no MISSING at PATH", "PATH is not a readable WHAT ...")."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
+        raise CheckpointError(f"no {missing} at {path}")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated / foreign files
         reason = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"{path} is not a readable weightshare checkpoint (truncated, corrupt or not a "
-            f"torch file): {reason}"
+            f"{path} is not a readable {what} (truncated, corrupt or not a torch file): {reason}"
         ) from None
+
+
+def read_payload(path: str | os.PathLike) -> dict[str, Any]:
+    """Load and check the raw payload; every failure is a CheckpointError saying why."""
+    path = Path(path)
+    payload = load_torch_file(path)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(
             f"{path} is a torch file but not a weightshare checkpoint "

@@ -12,9 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from ..checkpoint import CheckpointError, atomic_torch_save, plain
+from ..checkpoint import CheckpointError, atomic_torch_save, load_torch_file, plain
 
 __all__ = ["FORMAT", "load_state", "save_state"]
 
@@ -35,14 +33,7 @@ def save_state(path: str | os.PathLike, kind: str, payload: dict[str, Any]) -> P
 def load_state(path: str | os.PathLike, kind: str) -> dict[str, Any]:
     """Load a `kind` checkpoint; every failure is a CheckpointError that says why."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no {kind} checkpoint at {path}")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for truncated / foreign files
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated, corrupt or not "
-                              f"a torch file): {reason}") from None
+    payload = load_torch_file(path, f"{kind} checkpoint", "checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a weightshare quant checkpoint")
     if payload.get("kind") != kind:
