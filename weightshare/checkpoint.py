@@ -87,7 +87,7 @@ def save_checkpoint(path: str | os.PathLike, supernet: SuperNet, *,
         "version": VERSION,
         "supernet": {"name": supernet.name, "config": plain(supernet.config)},
         "space": plain(supernet.space.to_dict()),
-        "state_dict": {k: v.detach().cpu() for k, v in supernet.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in supernet.state_dict().items()},
         "subnet_norms": norms,
         "train_state": train_state or {},
         "meta": {

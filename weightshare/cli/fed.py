@@ -105,9 +105,8 @@ def fed(
 
         weightshare fed --clients 20 --per-round 8 --rounds 50 --alpha 0.1 -o runs/fed
     """
-    from tqdm import tqdm
-
     from ..fed.simulate import simulate
+    from ..progress import progress as tqdm
 
     cfg = _config(supernet, set_, clients=clients, per_round=per_round, rounds=rounds,
                   alpha=alpha, mode=mode, subnet=subnet, local_epochs=local_epochs,

@@ -53,6 +53,6 @@ def evaluate(model: nn.Module, data: Dataset, device: torch.device, batch_size: 
 def progress_bar(enabled: bool, total: int, initial: int, desc: str) -> Any:
     if not enabled:
         return None
-    from tqdm import tqdm
+    from ..progress import progress as tqdm
 
     return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True)

@@ -243,7 +243,7 @@ def finetune(checkpoint: str | os.PathLike, subnet: SubnetConfig, data: Dataset,
         teacher = _teacher(source, device)
         bar = None
         if progress:
-            from tqdm import tqdm
+            from ..progress import progress as tqdm
 
             bar = tqdm(total=total, initial=start, desc="finetune", unit="step")
         step = start

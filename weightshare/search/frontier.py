@@ -79,7 +79,7 @@ def measure_frontier(net: SuperNet, candidates: Sequence[Candidate], dataset: Da
 
     it: Sequence[Candidate] = candidates
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress as tqdm
 
         it = tqdm(candidates, desc="re-measure", unit="subnet", leave=False)
     out = []

@@ -322,7 +322,7 @@ class _EmptyNet(nn.Module):
 def _bar(total: int, desc: str, progress: bool):
     if not progress:
         return None
-    from tqdm import tqdm
+    from ..progress import progress as tqdm
 
     return tqdm(total=total, desc=desc, unit="net", leave=False)
 

@@ -260,7 +260,7 @@ def nsga2_search(space: SearchSpace, evaluator: Evaluator, *, objective: str = "
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress as tqdm
 
         bar = tqdm(total=generations, desc="NSGA-II", unit="gen", leave=False)
 

@@ -154,7 +154,7 @@ def measure_samples(net: SuperNet, dataset: Dataset, n: int, path: str | os.Path
     atomic_write_text(path, "".join(s.to_json() + "\n" for s in samples))
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress as tqdm
 
         bar = tqdm(total=n, initial=len(samples), desc="measure", unit="subnet")
     saved = dict(net.subnet_norms)

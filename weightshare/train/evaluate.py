@@ -87,7 +87,7 @@ def evaluate_subnets(net: SuperNet, subnets: Iterable[SubnetConfig], dataset: Da
     rows = []
     bar = None
     if progress:
-        from tqdm import tqdm
+        from ..progress import progress as tqdm
 
         bar = tqdm(total=len(subnets), desc="evaluate", leave=False)
     for cfg in subnets:

@@ -31,6 +31,7 @@ from . import distributed as dist
 from .config import TrainConfig
 from .evaluate import accuracy, evaluate_subnets, evaluation_subnets, recalibrate
 from .methods import MethodSettings, StepPlan, make_method
+from .precision import Precision, resolve_precision, to_memory_format
 
 __all__ = ["train", "TrainResult", "build_supernet", "step_seed", "step_macs",
            "planned_train_macs"]
@@ -109,8 +110,11 @@ def planned_train_macs(cfg: TrainConfig, net: SuperNet, steps_per_epoch: int) ->
 class _Runner:
     """Executes StepPlans on one SuperNet; holds what the plans refer to (teacher, optimizer)."""
 
-    def __init__(self, cfg: TrainConfig, net: SuperNet, data: Dataset, device: torch.device) -> None:
+    def __init__(self, cfg: TrainConfig, net: SuperNet, data: Dataset, device: torch.device,
+                 precision: Precision) -> None:
         self.cfg, self.net, self.data, self.device = cfg, net, data, device
+        self.precision = precision
+        self.scaler = precision.scaler()  # fp16 only: bf16 and fp32 need no loss scaling
         self.optimizer = torch.optim.SGD(_param_groups(net, cfg.weight_decay), lr=cfg.lr,
                                          momentum=cfg.momentum,
                                          nesterov=cfg.nesterov and cfg.momentum > 0)
@@ -138,11 +142,14 @@ class _Runner:
         torch.manual_seed(step_seed(self.cfg.seed, step, dist.rank()))  # dropout masks
         self.net.train()
         batch = len(y) * dist.world_size()
+        x = self.precision.input(x)
         soft: Tensor | None = None
         teacher_soft: Tensor | None = None
         first_loss = 0.0
         for i, task in enumerate(plan.tasks):
-            logits = self.net(x, task.subnet, dropout=task.dropout)
+            with self.precision.autocast():
+                logits = self.net(x, task.subnet, dropout=task.dropout)
+            logits = logits.float()  # losses and soft targets in fp32 under any autocast
             if task.loss == "ce":
                 loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
             elif task.loss == "kd_inplace":
@@ -160,11 +167,18 @@ class _Runner:
                 first_loss = float(loss.detach())
                 soft = F.softmax(logits.detach(), dim=1)
             if task.weight > 0:
-                (task.weight * loss).backward()
+                scaled = task.weight * loss
+                (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
         dist.all_reduce_grads(self.net)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return first_loss, step_macs(plan, self.macs, self.net.space.largest(), batch)
 
@@ -172,7 +186,9 @@ class _Runner:
     def _teacher_probs(self, x: Tensor) -> Tensor:
         if self.teacher is None:
             raise RuntimeError("KD from a fixed teacher requested before the teacher was frozen")
-        return F.softmax(self.teacher(x, self.teacher.space.largest()), dim=1)
+        with self.precision.autocast():
+            logits = self.teacher(x, self.teacher.space.largest())
+        return F.softmax(logits.float(), dim=1)
 
 
 class _Log:
@@ -259,11 +275,14 @@ def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None
         done = out / "results.json"
         if start_step >= total and done.exists():  # finished already: nothing to redo
             return TrainResult(net.to(device), out, json.loads(done.read_text()))
-    net.to(device)
+    precision = resolve_precision(device, cfg.amp, cfg.channels_last)
+    to_memory_format(net.to(device), precision)
     dist.broadcast_model(net)
-    runner = _Runner(cfg, net, data, device)
+    runner = _Runner(cfg, net, data, device, precision)
     if resume and ckpt_path.exists():
         runner.optimizer.load_state_dict(ck.train_state["optimizer"])
+        if runner.scaler is not None and ck.train_state.get("scaler"):
+            runner.scaler.load_state_dict(ck.train_state["scaler"])
         if teacher_state is not None:
             runner.teacher = copy.deepcopy(net)
             runner.teacher.load_state_dict(teacher_state)
@@ -272,7 +291,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None
     last = total if cfg.max_steps is None else min(total, cfg.max_steps)
     bar = None
     if cfg.progress and dist.rank() == 0:
-        from tqdm import tqdm
+        from ..progress import progress as tqdm
 
         bar = tqdm(total=last, initial=min(start_step, last), desc=f"{cfg.method}", unit="step",
                    dynamic_ncols=True)
@@ -283,6 +302,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None
             "config": cfg.to_dict(), "optimizer": runner.optimizer.state_dict(),
             "history": history, "train_macs": train_macs, "wall_s": wall,
             "teacher": runner.teacher.state_dict() if runner.teacher is not None else None,
+            "scaler": runner.scaler.state_dict() if runner.scaler is not None else None,
         }
         final_state.update(state)
         if dist.rank() == 0:
