@@ -1,4 +1,6 @@
-"""Tests for weightshare.data: loaders for every registered dataset, transforms, Loader, splits."""
+"""Tests for weightshare.data: loaders for every registered dataset, transforms, Loader, splits.
+
+The Dirichlet client split moved to weightshare.fed.split: tests/test_fed_split.py."""
 
 from __future__ import annotations
 
@@ -18,7 +20,6 @@ from weightshare.data import (
     DatasetError,
     ImageSet,
     Loader,
-    dirichlet_split,
     list_datasets,
     load_dataset,
     normalize,
@@ -488,7 +489,8 @@ def test_loader_resume_matches_tail_and_skips_work(
     full = _epoch(loader)
     calls = []
     original = data.random_crop
-    monkeypatch.setattr(data, "random_crop", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(data.loader, "random_crop",
+                        lambda *a, **k: calls.append(1) or original(*a, **k))
     loader.set_epoch(5, start_batch=3)
     tail = _epoch(loader)
     assert len(tail) == len(full) - 3 == len(calls)
@@ -552,39 +554,3 @@ def test_imageset_validates() -> None:
         ImageSet(torch.zeros(2, 1, 4, 4), torch.zeros(2, dtype=torch.int64))
     with pytest.raises(ValueError):
         ImageSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.zeros(3, dtype=torch.int64))
-
-
-# ---------------------------------------------------------------------------------------------
-# Dirichlet client splits
-# ---------------------------------------------------------------------------------------------
-
-
-def _max_class_fraction(labels: np.ndarray, parts: list[np.ndarray]) -> float:
-    return float(np.mean([np.bincount(labels[p]).max() / len(p) for p in parts]))
-
-
-def test_dirichlet_split_properties() -> None:
-    labels = np.random.default_rng(0).integers(0, 10, 5000)
-    skewed = dirichlet_split(labels, 20, alpha=0.1, seed=1)
-    iid = dirichlet_split(torch.from_numpy(labels), 20, alpha=100.0, seed=1)
-    for parts in (skewed, iid):
-        assert len(parts) == 20 and all(len(p) >= 1 for p in parts)
-        flat = np.concatenate(parts)
-        assert len(flat) == len(set(flat.tolist())) == 5000
-        assert all(p.dtype == np.int64 for p in parts)
-    again = dirichlet_split(labels, 20, alpha=0.1, seed=1)
-    assert all(np.array_equal(a, b) for a, b in zip(skewed, again, strict=True))
-    other = dirichlet_split(labels, 20, alpha=0.1, seed=2)
-    assert not all(np.array_equal(a, b) for a, b in zip(skewed, other, strict=True))
-    assert _max_class_fraction(labels, skewed) > 0.5
-    assert _max_class_fraction(labels, iid) < 0.2
-
-
-def test_dirichlet_split_min_size() -> None:
-    labels = np.repeat(np.arange(5), 40)
-    parts = dirichlet_split(labels, 10, alpha=0.3, seed=0, min_size=10)
-    assert min(len(p) for p in parts) >= 10
-    with pytest.raises(ValueError, match="cannot give"):
-        dirichlet_split(labels, 30, alpha=1.0, min_size=10)
-    with pytest.raises(ValueError, match="tries"):
-        dirichlet_split(labels, 10, alpha=0.01, min_size=19, max_tries=5)

@@ -24,11 +24,12 @@ import torch.nn.functional as F
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from ..data import Dataset, ImageSet, Loader, dirichlet_split, load_dataset
+from ..data import Dataset, ImageSet, Loader, load_dataset
 from ..models import SuperNet, create_supernet
 from ..space import SubnetConfig
 from .config import FedConfig
 from .masks import put, subnet_masks, take
+from .split import dirichlet_split
 
 __all__ = ["make_client_app", "client_partition", "local_train", "load_fed_dataset"]
 
