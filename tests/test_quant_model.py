@@ -89,7 +89,9 @@ def test_expected_bitops_equals_the_derived_network_in_the_one_hot_limit():
         for g in net.gamma_parameters():
             g.zero_()
             g[1] = 60.0  # 4 bits
-    cost = expected_bitops(net, conv_macs(net, (1, 16, 16))).item() * 1e6
+    macs = conv_macs(net, (1, 16, 16))
+    cost = expected_bitops(net, macs, cells_only=False).item() * 1e6
+    cells_cost = expected_bitops(net, macs).item() * 1e6
     geno = net.derive()
     assert all(op == "sep_conv_3x3" for op, _ in geno.normal + geno.reduce)
     derived = DerivedNetwork(geno)
@@ -98,18 +100,29 @@ def test_expected_bitops_equals_the_derived_network_in_the_one_hot_limit():
     fixed = sum(r["bitops"] for n, r in rows.items() if ".edges." not in n)
     assert {r["w_bits"] for n, r in rows.items() if ".edges." in n} == {4}
     assert cost == pytest.approx(fixed + 0.5 * edges, rel=1e-4)
+    # the headline count leaves out the float stem and classifier (the reference's)
+    cells_fixed = sum(r["bitops"] for n, r in rows.items()
+                      if ".edges." not in n and n.startswith("cells."))
+    assert cells_cost == pytest.approx(cells_fixed + 0.5 * edges, rel=1e-4)
+    assert rows["stem.qconv"]["w_bits"] == rows["classifier"]["a_bits"] == 32
 
 
 def test_uniform_genotype_bitops_scale_with_bits():
     paths = _paths_from_error(Genotype(SPEC, NORMAL, REDUCE, {}))
     g = Genotype(SPEC, NORMAL, REDUCE, {p: (4, 4) for p in paths})
-    ops = {b: bitops(DerivedNetwork(g.uniform(b)), (1, 16, 16)) for b in (2, 4, 32)}
+    ops = {b: bitops(DerivedNetwork(g.uniform(b, fixed_bits=8)), (1, 16, 16))
+           for b in (2, 4, 32)}
     macs = ops[32][1]
     assert ops[32][0] == macs * 32 * 32
     fixed = sum(r["macs"] for n, r in layer_bitops(DerivedNetwork(g.uniform(2)), (1, 16, 16))
                 .items() if n.split(".")[0] in ("stem", "classifier"))
     for b in (2, 4):
         assert ops[b][0] == fixed * 64 + (macs - fixed) * b * b
+        # default: stem and classifier float; the headline (cells only) leaves them out
+        net = DerivedNetwork(g.uniform(b))
+        assert bitops(net, (1, 16, 16)) == (fixed * 1024 + (macs - fixed) * b * b, macs)
+        assert bitops(net, (1, 16, 16), cells_only=True) == ((macs - fixed) * b * b,
+                                                             macs - fixed)
 
 
 def test_genotype_round_trip(tmp_path):

@@ -34,7 +34,8 @@ def test_presets_load_and_full_is_the_reference():
     full = QuantConfig.load("full")
     assert (full.epochs, full.warmup_epochs, full.lr, full.gamma_lr, full.arch_lr) == \
         (50, 15, 0.1, 0.01, 6e-4)
-    assert (full.partial_k, full.bits, full.bitops_lambda) == (4, [2, 4, 8], 1e-4)
+    assert (full.partial_k, full.bits, full.bitops_lambda) == (4, [2, 4], 1e-4)
+    assert (full.fixed_bits, full.gamma_weight_decay) == (32, 1e-3)
     with pytest.raises(ValueError, match="unknown searched bit width 3"):
         QuantConfig.load("tiny", ["bits=[2,3]"])
     with pytest.raises(ValueError, match="unknown quant option"):
@@ -49,8 +50,8 @@ def test_search_retrain_export_end_to_end(tmp_path):
     assert res.summary["finished"] and res.summary["steps"] == 8
     g = load_genotype(tmp_path / "s" / "genotype.json")
     assert g == res.genotype
-    assert {b for pair in g.bits.values() for b in pair} <= {2, 4, 8}
-    assert g.bits["stem.qconv"] == (8, 8) and g.bits["classifier"] == (8, 8)
+    assert {b for pair in g.bits.values() if pair != (32, 32) for b in pair} <= {2, 4}
+    assert g.bits["stem.qconv"] == (32, 32) and g.bits["classifier"] == (32, 32)
     # the architecture is optimised only after the warm-up epoch
     assert [h["arch_on"] for h in res.summary["history"]] == [False, True]
     r = retrain(cfg, g, tmp_path / "r")

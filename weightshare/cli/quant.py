@@ -57,12 +57,13 @@ def quant_search(
     dataset: Annotated[str | None, typer.Option("--dataset", help="Dataset name.")] = None,
     lam: Annotated[
         float | None, typer.Option("--lambda", min=0.0,
-                                   help="Weight of the expected BitOps (MBitOps per image) in "
-                                   "the loss.")
+                                   help="Weight of the complexity loss (sum of MACs x bits x "
+                                   "bits over the candidate convs / first conv's MACs).")
     ] = None,
     bits: Annotated[
         str | None, typer.Option("--bits", metavar="B,B,...",
-                                 help="Bit widths to search per conv (2, 4, 8, 32=float).")
+                                 help="Bit widths to search per conv op (default 2,4; 8 and "
+                                 "32=float optional).")
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Search epochs.")] = None,
     data_dir: DataDirOpt = None,
@@ -70,8 +71,9 @@ def quant_search(
     overrides: SetQuantOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Search a PC-DARTS cell and a bit width per conv (weights and activations) at once,
-    minimising cross-entropy + lambda x expected BitOps; writes genotype.json into --out.
+    """Search a PC-DARTS cell and a bit width per conv op (weights and activations) at once:
+    the weights and bit mixtures minimise cross-entropy + lambda x complexity, the
+    architecture cross-entropy alone; writes genotype.json into --out.
 
     Checkpoints every epoch (`--resume` continues a killed search). The genotype is the
     argmax of the architecture and bit mixtures; retrain it with `quant retrain`.
@@ -94,7 +96,7 @@ def quant_search(
                    "genotype_path": str(out / "genotype.json")})
         return
     state = "finished" if s["finished"] else f"stopped at step {s['steps']}/{s['total_steps']}"
-    typer.echo(f"search {state} in {s['search_s']:.0f} s; expected cost "
+    typer.echo(f"search {state} in {s['search_s']:.0f} s; the derived cells would cost about "
                f"{fmt_count(s['expected_bitops'])} BitOps per image")
     typer.echo(result.genotype.summary())
     if s["finished"]:
@@ -111,7 +113,8 @@ def quant_retrain(
     uniform_bits: Annotated[
         int | None, typer.Option("--uniform-bits", metavar="B",
                                  help="Ignore the searched bits: every cell layer at B/B "
-                                 "(stem and classifier at the preset's fixed_bits; 32 = float).")
+                                 "(stem and classifier at the preset's fixed_bits, float by "
+                                 "default; 32 = float).")
     ] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", min=1, help="Retraining epochs.")
                       ] = None,
@@ -149,7 +152,8 @@ def quant_retrain(
         typer.echo(f"retraining stopped at step {s['steps']}/{s['total_steps']}")
         return
     typer.echo(f"retrained in {s['retrain_s']:.0f} s: test top-1 {s['test_acc']:.2f} %, "
-               f"{fmt_count(s['bitops'])} BitOps, {fmt_count(s['macs'])} MACs per image")
+               f"{fmt_count(s['bitops'])} BitOps in the cells ({fmt_count(s['total_bitops'])} "
+               f"with stem and classifier), {fmt_count(s['macs'])} MACs per image")
     typer.echo(f"checkpoint: {out / 'retrain.pt'}")
 
 
@@ -199,17 +203,19 @@ def quant_show(
 
         weightshare quant show --genotype runs/q/genotype.json
     """
-    from ..quant.cost import bitops
+    from ..quant.cost import bitops_split, layer_bitops
     from ..quant.derived import DerivedNetwork
     from ..quant.genotype import load_genotype
 
     g = load_genotype(genotype)
     net = DerivedNetwork(g)
     s = g.spec
-    ops, macs = bitops(net, (s.in_channels, s.image_size, s.image_size))
+    split = bitops_split(layer_bitops(net, (s.in_channels, s.image_size, s.image_size)))
+    ops, macs = split["cells_bitops"], split["cells_macs"]
     if as_json:
-        emit_json({"genotype": g.to_dict(), "bitops": ops, "macs": macs})
+        emit_json({"genotype": g.to_dict(), "bitops": ops, "macs": macs, **split})
         return
     typer.echo(g.summary())
-    typer.echo(f"{fmt_count(macs)} MACs, {fmt_count(ops)} BitOps per image "
-               f"(C={s.C}; {ops / max(macs, 1):.1f} bits^2 per MAC)")
+    typer.echo(f"cells: {fmt_count(macs)} MACs, {fmt_count(ops)} BitOps per image "
+               f"(C={s.C}; {ops / max(macs, 1):.1f} bits^2 per MAC); with stem and classifier "
+               f"{fmt_count(split['total_bitops'])} BitOps")

@@ -47,8 +47,9 @@ class QuantConfig:
     steps: int = 4
     stem_multiplier: int = 3
     partial_k: int = 4
-    bits: list[int] = field(default_factory=lambda: [2, 4, 8])  # searched per conv; 32 = float
-    fixed_bits: int = 8        # stem and classifier (32 when searching a float network)
+    # searched per conv op; the reference's default is {2, 4} (its --allow8bit adds 8)
+    bits: list[int] = field(default_factory=lambda: [2, 4])
+    fixed_bits: int = 32       # stem and classifier: float and not counted, as the reference
     # search optimisation (reference: SGD 0.1 weights / 0.01 gammas, Adam 6e-4 arch after 15/50)
     epochs: int = 50
     warmup_epochs: int = 15
@@ -58,9 +59,12 @@ class QuantConfig:
     momentum: float = 0.9
     weight_decay: float = 3e-4
     gamma_lr: float = 0.01
+    gamma_weight_decay: float = 1e-3  # the reference's q_wd
     arch_lr: float = 6e-4
     arch_weight_decay: float = 1e-3
-    bitops_lambda: float = 1e-4  # loss = CE + lambda * expected MBitOps per image
+    # weight/gamma loss = CE + lambda * complexity (cost.complexity_loss: sum over every
+    # candidate conv of MACs x E[w bits] x E[a bits] / first searched conv's MACs)
+    bitops_lambda: float = 1e-4
     grad_clip: float = 5.0
     # retraining of the derived network (QAT from scratch)
     retrain_epochs: int = 600
@@ -75,6 +79,7 @@ class QuantConfig:
     progress: bool = True
     save_every_steps: int = 0          # extra mid-epoch checkpoints (0: once per epoch)
     max_steps: int | None = None       # stop early (tests); schedules still use the full run
+    trace_every: int = 0               # record gamma softmaxes every N steps (0: 4 per epoch)
 
     def __post_init__(self) -> None:
         self.bits = [check_bits(int(b), "searched bit width") for b in self.bits]
@@ -90,6 +95,8 @@ class QuantConfig:
         if self.C % self.partial_k or (self.C // self.partial_k) % 2:
             raise ValueError(f"C={self.C} must be a multiple of 2 * partial_k={self.partial_k} "
                              "(partial channels, then FactorizedReduce halves them)")
+        if self.gamma_weight_decay < 0:
+            raise ValueError(f"gamma_weight_decay must be >= 0, got {self.gamma_weight_decay}")
         if self.bitops_lambda < 0:
             raise ValueError(f"lambda must be >= 0, got {self.bitops_lambda}")
         for name in ("lr", "gamma_lr", "arch_lr", "retrain_lr"):

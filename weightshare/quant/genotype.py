@@ -158,9 +158,10 @@ class Genotype:
     def with_bits(self, bits: dict[str, tuple[int, int]]) -> Genotype:
         return replace(self, bits=dict(bits))
 
-    def uniform(self, bits: int, fixed_bits: int = 8) -> Genotype:
+    def uniform(self, bits: int, fixed_bits: int = FLOAT_BITS) -> Genotype:
         """The same architecture with every cell layer at `bits`/`bits`; stem and classifier
-        at `fixed_bits` (as the searched networks keep them), or 32 everywhere for float."""
+        at `fixed_bits` (float by default, as the searched networks keep them), or 32
+        everywhere for float."""
         check_bits(bits)
         edge = fixed_bits if bits != FLOAT_BITS else FLOAT_BITS
         new = {k: ((edge, edge) if k.split(".")[0] in ("stem", "classifier") else (bits, bits))

@@ -37,10 +37,12 @@ __all__ = [
     "PRIMITIVES",
     "ConvBN",
     "FactorizedReduce",
+    "BitGammas",
     "QConv",
     "Zero",
     "channel_shuffle",
     "make_op",
+    "share_gammas",
 ]
 
 PRIMITIVES: tuple[str, ...] = (
@@ -57,11 +59,31 @@ PRIMITIVES: tuple[str, ...] = (
 Bits = Sequence[int]
 
 
+class BitGammas(nn.Module):
+    """One (weight, activation) pair of bit-width logits, shared by every QConv of one op.
+
+    The reference (QDARTS/model_search.py, `Network._initialize_gammas`) holds one
+    ``gamma_weight`` / ``gamma_activ`` row per cell, edge and conv operation (plus one
+    per cell for each preprocessing conv) and passes it to all of that op's convs, so a
+    sep_conv's four convs always get the same bits; it initialises them as
+    ``1e-3 * randn`` (as DARTS' alphas: near-uniform, ties broken).
+    """
+
+    def __init__(self, n_w: int, n_a: int, init_std: float = 1e-3) -> None:
+        super().__init__()
+        self.gamma_wt = nn.Parameter(init_std * torch.randn(n_w)) if n_w > 1 else None
+        self.gamma_act = nn.Parameter(init_std * torch.randn(n_a)) if n_a > 1 else None
+
+
 class QConv(nn.Module):
     """A conv with fake-quantized input activations and weights, mixing bit widths by softmax.
 
-    quantize_input: False for the stem, whose input is the (already 8-bit) image;
+    quantize_input: False for the stem, whose input is the image itself;
         its ``a_bits`` then only enter the BitOps count.
+
+    The mixture logits live in a `BitGammas`: its own (``self.gammas``, a submodule) or
+    one shared with the other convs of its op (`share_gammas`), then held as a plain
+    reference so the shared parameters are stored once, under the op that owns them.
     """
 
     def __init__(self, cin: int, cout: int, kernel: int, stride: int = 1, padding: int = 0,
@@ -79,9 +101,27 @@ class QConv(nn.Module):
         self.a_bits = tuple(check_bits(int(b), "activation bit width") for b in a_bits)
         if not self.w_bits or not self.a_bits:
             raise ValueError("a QConv needs at least one weight and one activation bit width")
-        # zeros: every bit width starts equally likely, as alphas do in DARTS
-        self.gamma_wt = nn.Parameter(torch.zeros(len(self.w_bits))) if len(self.w_bits) > 1 else None
-        self.gamma_act = nn.Parameter(torch.zeros(len(self.a_bits))) if len(self.a_bits) > 1 else None
+        self.__dict__.pop("_shared", None)
+        self.gammas = BitGammas(len(self.w_bits), len(self.a_bits))
+
+    def use_gammas(self, shared: BitGammas) -> None:
+        """Take this conv's bit mixture from `shared` (owned and registered elsewhere)."""
+        if "gammas" in self._modules:
+            del self._modules["gammas"]
+        # a plain attribute, not a submodule: the parameters belong to the op that owns them
+        self.__dict__["_shared"] = shared
+
+    @property
+    def bit_gammas(self) -> BitGammas:
+        return self.__dict__.get("_shared") or self._modules["gammas"]
+
+    @property
+    def gamma_wt(self) -> nn.Parameter | None:
+        return self.bit_gammas.gamma_wt
+
+    @property
+    def gamma_act(self) -> nn.Parameter | None:
+        return self.bit_gammas.gamma_act
 
     @staticmethod
     def _probs(gamma: Tensor | None, ref: Tensor) -> Tensor:
@@ -212,6 +252,26 @@ def make_op(name: str, C: int, stride: int, *, affine: bool,
     if name not in OPS:
         raise ValueError(f"unknown operation {name!r}; choose from {', '.join(PRIMITIVES)}")
     return OPS[name](C, stride, affine, bits)
+
+
+def share_gammas(module: nn.Module) -> BitGammas | None:
+    """One `BitGammas` for every QConv inside `module` (None if it has no searched conv).
+
+    The caller registers the returned module (it owns the parameters); the QConvs then
+    read their mixtures from it. All convs of `module` must search the same bit widths.
+    """
+    convs = [m for m in module.modules() if isinstance(m, QConv)]
+    if not convs:
+        return None
+    w_bits, a_bits = convs[0].w_bits, convs[0].a_bits
+    if any((c.w_bits, c.a_bits) != (w_bits, a_bits) for c in convs):
+        raise ValueError("share_gammas: the convs of one op must search the same bit widths")
+    if len(w_bits) == 1 and len(a_bits) == 1:
+        return None
+    shared = BitGammas(len(w_bits), len(a_bits))
+    for c in convs:
+        c.use_gammas(shared)
+    return shared
 
 
 def channel_shuffle(x: Tensor, groups: int) -> Tensor:

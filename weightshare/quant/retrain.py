@@ -5,7 +5,8 @@
 every QConv fake-quantized at its genotype bits, and evaluates it on the test
 split. Writes into `out`: ``retrain.pt`` (after every epoch, atomic; the
 final one also holds the genotype, so `export` needs nothing else),
-``log.jsonl`` and ``retrain.json`` (accuracy, BitOps, MACs, bits per layer).
+``log.jsonl`` and ``retrain.json`` (accuracy, BitOps of the cells -- the headline,
+as the reference counts -- and of the whole network, MACs, bits per layer).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..checkpoint import CheckpointError
 from ..data import Dataset, Loader
 from ..io import atomic_write_text
 from .config import QuantConfig
-from .cost import bitops, layer_bitops
+from .cost import bitops_split, layer_bitops
 from .derived import DerivedNetwork
 from .genotype import Genotype, GenotypeError
 from .state import load_state, save_state
@@ -137,12 +138,16 @@ def retrain(cfg: QuantConfig, genotype: Genotype, out: str | Path, *, resume: bo
         if bar is not None:
             bar.close()
     shape = (data.in_channels, data.image_size, data.image_size)
-    ops, macs = bitops(model, shape)
+    layers = layer_bitops(model, shape)
+    split = bitops_split(layers)
+    # "bitops"/"macs": the headline, the searched cells only (the reference's count; its
+    # stem and classifier are float and uncounted); "total_bitops" adds them at their bits
     summary: dict[str, Any] = {"steps": step, "total_steps": total, "finished": step >= total,
-                               "retrain_s": wall, "bitops": ops, "macs": macs,
+                               "retrain_s": wall, "bitops": split["cells_bitops"],
+                               "macs": split["cells_macs"], **split,
                                "params": sum(p.numel() for p in model.parameters()),
                                "channels": model.spec.C, "history": history,
-                               "layers": layer_bitops(model, shape),
+                               "layers": layers,
                                "genotype": genotype.to_dict()}
     if step >= total:
         summary.update({f"test_{k}": v for k, v in evaluate(model, data, device).items()})

@@ -1,16 +1,21 @@
 """Bilevel nablaQDARTS search: architecture (alphas, betas) and bit widths (gammas) together.
 
-Per step, as PC-DARTS (first order) with the reference's optimisers:
+Per step, as the reference (gatech-sysml/NablaQDARTS, QDARTS/train_search.py `train`,
+first order):
 
 1. once `warmup_epochs` have passed, an architecture step on a batch of the
-   held-out split: Adam(6e-4) on alphas and betas of CE + lambda * cost;
-2. a weight step on a training batch: SGD on the network weights (lr, cosine)
-   and on the gammas (gamma_lr, cosine) of CE + lambda * cost.
+   held-out split: Adam(6e-4, betas (0.5, 0.999), weight decay 1e-3) on alphas and
+   betas of the **cross-entropy only** (the reference's `Architect._backward_step`
+   calls ``model._loss``, which is the criterion alone);
+2. a weight step on a training batch: SGD on the network weights (lr, cosine) and
+   on the gammas (gamma_lr, cosine, weight decay 1e-3, the reference's q_wd) of
+   CE + lambda * `cost.complexity_loss`, which depends on the gammas only.
 
-``cost`` is the expected BitOps of the derived network in MBitOps per image
-(`cost.expected_bitops`). Writes into `out`: ``search.pt`` (checkpoint after
-every epoch, atomic; `resume=True` continues a killed run where it stopped),
-``log.jsonl``, and at the end ``genotype.json`` and ``search.json``.
+So lambda moves bit widths, never operations. Writes into `out`: ``search.pt``
+(checkpoint after every epoch, atomic; `resume=True` continues a killed run where
+it stopped), ``log.jsonl``, and at the end ``genotype.json`` and ``search.json``
+(whose ``trace`` holds, every `trace_every` steps, the expected BitOps of the
+network it would derive and each gamma pair's softmax, for plots).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from ..checkpoint import CheckpointError
 from ..data import Dataset, Loader
 from ..io import atomic_write_text
 from .config import QuantConfig
-from .cost import BITOPS_UNIT, conv_macs, expected_bitops
+from .cost import BITOPS_UNIT, complexity_loss, conv_macs, expected_bitops
 from .genotype import Genotype, NetSpec, save_genotype
 from .search_model import SearchNetwork
 from .state import load_state, save_state
@@ -76,7 +81,7 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
     weights, gammas, arch = net.weight_parameters(), net.gamma_parameters(), net.arch_parameters()
     w_opt = torch.optim.SGD([
         {"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        {"params": gammas, "lr": cfg.gamma_lr, "weight_decay": 0.0},
+        {"params": gammas, "lr": cfg.gamma_lr, "weight_decay": cfg.gamma_weight_decay},
     ], momentum=cfg.momentum)
     a_opt = torch.optim.Adam(arch, lr=cfg.arch_lr, betas=(0.5, 0.999),
                              weight_decay=cfg.arch_weight_decay)
@@ -88,7 +93,21 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
     spe = len(train_loader)
     total = cfg.epochs * spe
     warm = cfg.warmup_epochs * spe
-    step, history, wall = 0, [], 0.0
+    step, history, trace, wall = 0, [], [], 0.0
+    trace_every = cfg.trace_every or max(1, spe // 4)
+
+    def record_trace(at: int) -> None:
+        with torch.no_grad():
+            trace.append({
+                "step": at,
+                "expected_mbitops": float(expected_bitops(net, macs)),
+                "complexity": float(complexity_loss(net, macs)),
+                "gammas": {n: [F.softmax(g.gamma_wt, 0).tolist() if g.gamma_wt is not None
+                               else [1.0],
+                               F.softmax(g.gamma_act, 0).tolist() if g.gamma_act is not None
+                               else [1.0]]
+                           for n, g in net.bit_gammas().items()},
+            })
 
     if resume and ckpt_path.exists():
         state = load_state(ckpt_path, "search")
@@ -106,12 +125,15 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
             raise CheckpointError(f"{ckpt_path} does not fit this search network: "
                                   f"{str(err)[:300]}") from None
         step, history, wall = int(state["step"]), list(state["history"]), float(state["wall_s"])
+        trace = list(state.get("trace", []))
+    if step == 0 and not trace:
+        record_trace(0)
 
     def save(at: int) -> None:
         save_state(ckpt_path, "search", {
             "config": cfg.to_dict(), "step": at, "steps_per_epoch": spe, "total_steps": total,
             "model": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
-            "history": history, "wall_s": wall,
+            "history": history, "trace": trace, "wall_s": wall,
         })
 
     last = total if cfg.max_steps is None else min(total, cfg.max_steps)
@@ -133,9 +155,8 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
                     # weights are constants here: skipping their gradients saves time
                     _set_grad(weights + gammas, False)
                     a_opt.zero_grad(set_to_none=True)
-                    a_loss = F.cross_entropy(net(xa), ya) + \
-                        cfg.bitops_lambda * expected_bitops(net, macs)
-                    a_loss.backward()
+                    # cross-entropy only, as the reference's architect: no cost term
+                    F.cross_entropy(net(xa), ya).backward()
                     a_opt.step()
                     _set_grad(weights + gammas, True)
                 frac = cosine_lr(step, total, 1.0, cfg.lr_min / cfg.lr)
@@ -144,7 +165,7 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
                 w_opt.zero_grad(set_to_none=True)
                 logits = net(x)
                 ce = F.cross_entropy(logits, y)
-                cost = expected_bitops(net, macs)
+                cost = complexity_loss(net, macs)
                 (ce + cfg.bitops_lambda * cost).backward()
                 torch.nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
                 w_opt.step()
@@ -154,15 +175,18 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
                 run_n += len(y)
                 wall = wall0 + time.perf_counter() - t0
                 if bar is not None:
-                    bar.set_postfix(ce=f"{float(ce.detach()):.3f}", mbitops=f"{float(cost.detach()):.2f}",
+                    bar.set_postfix(ce=f"{float(ce.detach()):.3f}", cost=f"{float(cost.detach()):.2f}",
                                     arch="on" if step > warm else "warm-up")
                     bar.update(1)
                 end = step % spe == 0 or step >= last
+                if step % trace_every == 0 or end:
+                    record_trace(step)
                 if end:
                     rec = {"epoch": epoch, "step": step, "train_ce": run_ce / max(run_n, 1),
                            "train_acc": 100.0 * run_correct / max(run_n, 1),
-                           "expected_mbitops": float(cost.detach()), "arch_on": step > warm,
-                           "wall_s": wall}
+                           "complexity": float(cost.detach()),
+                           "expected_mbitops": trace[-1]["expected_mbitops"],
+                           "arch_on": step > warm, "wall_s": wall}
                     history.append(rec)
                     log.write(json.dumps(rec) + "\n")
                     log.flush()
@@ -177,10 +201,11 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
             bar.close()
     with torch.no_grad():
         final_cost = float(expected_bitops(net, macs))
+        final_complexity = float(complexity_loss(net, macs))
     summary = {"steps": step, "total_steps": total, "finished": step >= total,
                "search_s": wall, "expected_mbitops": final_cost,
-               "expected_bitops": final_cost * BITOPS_UNIT, "history": history,
-               "config": cfg.to_dict()}
+               "expected_bitops": final_cost * BITOPS_UNIT, "complexity": final_complexity,
+               "history": history, "trace": trace, "config": cfg.to_dict()}
     genotype = net.derive(meta={"lambda": cfg.bitops_lambda, "bits": cfg.bits,
                                 "search_s": wall, "steps": step})
     if step >= total:

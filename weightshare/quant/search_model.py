@@ -6,12 +6,20 @@ Cells follow PC-DARTS: each of ``steps`` intermediate nodes sums a weighted
 pooled in reduction cells), then shuffles channels so another slice is
 searched next cell. Op weights are softmax(alphas) per edge; edge weights
 are a softmax of betas over each node's incoming edges (edge normalization).
-All normal cells share alphas/betas, as do all reduction cells; every QConv
-has its own bit-width gammas.
+All normal cells share alphas/betas, as do all reduction cells.
 
-Stem and classifier hold one fixed bit width (``fixed_bits``, 8 by default;
-first and last layers are commonly kept at 8 bits), the input of the stem is
-the 8-bit image itself and is not re-quantized.
+Bit widths, as the reference (gatech-sysml/NablaQDARTS, QDARTS/model_search.py):
+one (weight, activation) gamma pair per cell, edge and conv operation, shared by
+that op's convs (`MixedOp.gammas`), and one pair per cell for each of its two
+preprocessing ops (`SearchCell.pre_gammas`); unlike alphas, gammas are not shared
+between cells. Pooling ops are followed by a BatchNorm (affine=False) inside the
+mixed op, as the reference's `MixedOp` (and DARTS') does, so their outputs are on
+the scale of the conv ops' BN outputs.
+
+Stem and classifier hold one fixed bit width (``fixed_bits``; 32 = float, the
+reference's: its stem is an ``nn.Conv2d`` and its classifier an ``nn.Linear``,
+neither searched nor counted), and the stem's input (the image) is never
+re-quantized.
 """
 
 from __future__ import annotations
@@ -23,7 +31,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .genotype import Genotype, NetSpec
-from .ops import PRIMITIVES, ConvBN, FactorizedReduce, QConv, channel_shuffle, make_op
+from .ops import (
+    PRIMITIVES,
+    BitGammas,
+    ConvBN,
+    FactorizedReduce,
+    QConv,
+    channel_shuffle,
+    make_op,
+    share_gammas,
+)
 
 __all__ = ["MixedOp", "SearchCell", "SearchNetwork", "edge_keys"]
 
@@ -34,7 +51,10 @@ def edge_keys(steps: int) -> list[tuple[int, int]]:
 
 
 class MixedOp(nn.Module):
-    """All candidate ops on a 1/k channel slice, weighted by softmax(alpha) of the edge."""
+    """All candidate ops on a 1/k channel slice, weighted by softmax(alpha) of the edge.
+
+    ``gammas[op]``: the one bit-width pair shared by the convs of each op that has any.
+    """
 
     def __init__(self, C: int, stride: int, k: int, bits: tuple[Sequence[int], Sequence[int]]
                  ) -> None:
@@ -43,8 +63,15 @@ class MixedOp(nn.Module):
             raise ValueError(f"channels {C} must be divisible by partial_k={k}")
         self.k = k
         self.stride = stride
-        self.ops = nn.ModuleDict({p: make_op(p, C // k, stride, affine=False, bits=bits)
-                                  for p in PRIMITIVES})
+        ops = {}
+        for p in PRIMITIVES:
+            op = make_op(p, C // k, stride, affine=False, bits=bits)
+            if "pool" in p:
+                op = nn.Sequential(op, nn.BatchNorm2d(C // k, affine=False))
+            ops[p] = op
+        self.ops = nn.ModuleDict(ops)
+        gammas = {p: share_gammas(op) for p, op in ops.items()}
+        self.gammas = nn.ModuleDict({p: g for p, g in gammas.items() if g is not None})
 
     def forward(self, x: Tensor, weights: Tensor) -> Tensor:
         c = x.shape[1] // self.k
@@ -64,6 +91,8 @@ class SearchCell(nn.Module):
         self.pre0 = (FactorizedReduce(C_pp, C, affine=False, bits=bits) if reduction_prev
                      else ConvBN(C_pp, C, 1, affine=False, bits=bits))
         self.pre1 = ConvBN(C_p, C, 1, affine=False, bits=bits)
+        pre = {"pre0": share_gammas(self.pre0), "pre1": share_gammas(self.pre1)}
+        self.pre_gammas = nn.ModuleDict({n: g for n, g in pre.items() if g is not None})
         self.edges = nn.ModuleDict({
             f"{i}_{j}": MixedOp(C, 2 if reduction and j < 2 else 1, k, bits)
             for i, j in edge_keys(steps)
@@ -83,7 +112,7 @@ class SearchCell(nn.Module):
 class SearchNetwork(nn.Module):
     """PC-DARTS supernet; `forward(x)` mixes everything by the current alphas, betas, gammas."""
 
-    def __init__(self, spec: NetSpec, bits: Sequence[int] = (2, 4, 8), fixed_bits: int = 8,
+    def __init__(self, spec: NetSpec, bits: Sequence[int] = (2, 4), fixed_bits: int = 32,
                  partial_k: int = 4) -> None:
         super().__init__()
         self.spec = spec
@@ -120,6 +149,19 @@ class SearchNetwork(nn.Module):
 
     def gamma_parameters(self) -> list[nn.Parameter]:
         return [p for n, p in self.named_parameters() if n.rsplit(".", 1)[-1].startswith("gamma_")]
+
+    def bit_gammas(self) -> dict[str, BitGammas]:
+        """Every searched gamma pair by module path (one per op, edge and cell; one per
+        preprocessing op and cell)."""
+        return {n: m for n, m in self.named_modules() if isinstance(m, BitGammas)
+                and (m.gamma_wt is not None or m.gamma_act is not None)}
+
+    def searched_convs(self) -> Iterator[tuple[str, QConv]]:
+        """(search path, QConv) of every conv inside the cells (the searched ones)."""
+        for c, cell in enumerate(self.cells):
+            for name, mod in cell.named_modules():
+                if isinstance(mod, QConv):
+                    yield f"cells.{c}.{name}", mod
 
     def weight_parameters(self) -> list[nn.Parameter]:
         skip = {id(p) for p in self.arch_parameters() + self.gamma_parameters()}
