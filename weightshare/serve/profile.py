@@ -17,7 +17,7 @@ import json
 import os
 import platform
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,7 +35,9 @@ __all__ = [
     "batch_sizes_up_to",
     "checkpoint_identity",
     "machine_identity",
+    "measure_latency_rows",
     "measure_profile",
+    "pareto_filter",
 ]
 
 PROFILE_FORMAT = "weightshare-serve-profile"
@@ -244,21 +246,65 @@ class Profile:
         return meta.get("machine") == machine_identity()
 
 
+def pareto_filter(subnets: Sequence[DeployedSubnet], latency_ms: dict[str, float]
+                  ) -> tuple[list[DeployedSubnet], list[dict[str, Any]]]:
+    """Keep the SubNets non-dominated in (accuracy up, batch-1 latency down); say why others go.
+
+    B is dominated by A when A is at least as accurate and at least as fast, and strictly
+    better in one of the two. Returns (kept by MACs, dropped as {"name", "subnet", "acc",
+    "latency_ms", "dominated_by", "reason"}).
+    """
+    kept, dropped = [], []
+    for b in subnets:
+        lb = latency_ms[b.name]
+        better = [a for a in subnets if a is not b and a.acc >= b.acc and latency_ms[a.name] <= lb
+                  and (a.acc > b.acc or latency_ms[a.name] < lb)]
+        if not better:
+            kept.append(b)
+            continue
+        # Name the dominating SubNet that is fastest (ties: most accurate), the clearest reason.
+        a = min(better, key=lambda s: (latency_ms[s.name], -s.acc))
+        dropped.append({
+            "name": b.name, "subnet": b.subnet.to_dict(), "acc": b.acc,
+            "latency_ms": round(lb, 4), "dominated_by": a.name,
+            "reason": f"{a.name} is at least as accurate ({a.acc:.2f} % vs {b.acc:.2f} %) and at "
+                      f"least as fast at batch 1 ({latency_ms[a.name]:.3f} ms vs {lb:.3f} ms)",
+        })
+    return sorted(kept, key=lambda s: (s.macs, s.name)), dropped
+
+
+def measure_latency_rows(run: Callable[[Any, str], Any], name: str,
+                         input_shape: tuple[int, ...], sizes: Sequence[int], *,
+                         runs: int = 20, warmup: int = 3) -> tuple[list[float], list[float]]:
+    """(median ms, p99 ms) of `run(batch, name)` at each batch size in `sizes`."""
+    import torch
+
+    from ..metrics import measure_latency
+
+    median, p99 = [], []
+    for b in sizes:
+        x = torch.randn(b, *input_shape)
+        lat = measure_latency(lambda x=x: run(x, name), warmup=warmup, runs=runs)
+        median.append(round(lat.median_ms, 4))
+        p99.append(round(lat.p99_ms, 4))
+    return median, p99
+
+
 def measure_profile(runtime: SubNetActRuntime, *, max_batch: int = 32, runs: int = 20,
                     warmup: int = 3, load_runs: int = 5, names: Sequence[str] | None = None,
                     checkpoint: dict[str, Any] | None = None,
                     store_dir: str | os.PathLike | None = None,
-                    switch_rounds: int | None = None) -> Profile:
+                    switch_rounds: int | None = None, show_progress: bool = False) -> Profile:
     """Time every deployed SubNet of `runtime` at batch sizes 1..`max_batch`.
 
     Also measures, per SubNet, loading it as a separately stored extracted model
-    from disk (median of `load_runs`), and the SubNetAct switch cost.
+    from disk (median of `load_runs`), and the SubNetAct switch cost. With
+    `show_progress`, a progress bar (one line per interval off a terminal).
     """
     import tempfile
 
     import torch
 
-    from ..metrics import measure_latency
     from .runtime import ExtractedModelStore
 
     sizes = batch_sizes_up_to(max_batch)
@@ -266,14 +312,14 @@ def measure_profile(runtime: SubNetActRuntime, *, max_batch: int = 32, runs: int
     median: dict[str, list[float]] = {}
     p99: dict[str, list[float]] = {}
     t0 = time.perf_counter()
-    for d in deployed:
-        median[d.name], p99[d.name] = [], []
-        for b in sizes:
-            x = torch.randn(b, *runtime.input_shape(d.name))
-            lat = measure_latency(lambda x=x, n=d.name: runtime.run(x, n), warmup=warmup,
-                                  runs=runs)
-            median[d.name].append(round(lat.median_ms, 4))
-            p99[d.name].append(round(lat.p99_ms, 4))
+    items: Any = deployed
+    if show_progress:
+        from ..progress import progress
+
+        items = progress(deployed, desc="profiling", unit="subnet", log_interval_s=5.0)
+    for d in items:
+        median[d.name], p99[d.name] = measure_latency_rows(
+            runtime.run, d.name, runtime.input_shape(d.name), sizes, runs=runs, warmup=warmup)
     with tempfile.TemporaryDirectory(prefix="ws-profile-") as tmp:
         store = ExtractedModelStore.from_runtime(runtime, store_dir or tmp)
         load_ms = {d.name: round(store.measure_load_ms(d.name, runs=load_runs), 3)

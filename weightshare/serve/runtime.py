@@ -29,7 +29,7 @@ import statistics
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,7 @@ from torch import Tensor, nn
 from ..io import read_json
 from ..models import StaticNet, SuperNet
 from ..space import SubnetConfig
+from .executors import Executor, make_executor
 from .profile import DeployedSubnet
 
 if TYPE_CHECKING:
@@ -135,12 +136,16 @@ def load_frontier(path: str | os.PathLike) -> list[tuple[SubnetConfig, float | N
 
 def prepare_deployment(net: SuperNet, subnets: Sequence[SubnetConfig],
                        accs: Sequence[float | None] | None = None, *,
-                       dataset: Dataset | None = None) -> tuple[DeployedSubnet, ...]:
+                       dataset: Dataset | None = None, show_progress: bool = False,
+                       on_measured: Callable[[SubnetConfig, float], None] | None = None
+                       ) -> tuple[DeployedSubnet, ...]:
     """Name the SubNets s0.. by MACs, give each BN statistics and a test accuracy.
 
     Statistics already on `net` (from the checkpoint) are reused; missing ones are
     recalibrated on `dataset.calib`. Accuracies not given are measured on
-    `dataset.test`. Without a dataset both must already be known.
+    `dataset.test`. Without a dataset both must already be known. `show_progress`
+    draws a bar over the SubNets that need work; `on_measured(subnet, acc)` is called
+    after each one (the stack writes results back beside the checkpoint).
     """
     from ..train.evaluate import accuracy, recalibrate
 
@@ -148,6 +153,13 @@ def prepare_deployment(net: SuperNet, subnets: Sequence[SubnetConfig],
     if len(accs) != len(subnets):
         raise ValueError("one accuracy (or None) per SubNet")
     pairs = sorted(zip(subnets, accs, strict=True), key=lambda p: net.cost(p[0]).macs)
+    todo = sum(1 for c, a in pairs if c not in net.subnet_norms or a is None)
+    bar = None
+    if show_progress and todo and dataset is not None:
+        from ..progress import progress
+
+        bar = progress(total=todo, desc="BN recalibration + test accuracy", unit="subnet",
+                       log_interval_s=5.0)
     out = []
     for i, (cfg, acc) in enumerate(pairs):
         net.space.validate(cfg)
@@ -163,8 +175,14 @@ def prepare_deployment(net: SuperNet, subnets: Sequence[SubnetConfig],
                 recalibrate(net, cfg, dataset)
             if acc is None:
                 acc = accuracy(net, cfg, dataset)
+            if on_measured is not None:
+                on_measured(cfg, float(acc))
+            if bar is not None:
+                bar.update(1)
         cost = net.cost(cfg)
         out.append(DeployedSubnet(f"s{i}", cfg, cost.macs, cost.params, round(float(acc), 4)))
+    if bar is not None:
+        bar.close()
     return tuple(out)
 
 
@@ -184,6 +202,18 @@ class SubNetActRuntime:
         for d in deployed:
             if d.subnet not in self.net.subnet_norms:
                 raise ValueError(f"{d.name} has no BN statistics; use prepare_deployment first")
+        # The engine that runs deployed SubNets (weightshare.serve.executors); the torch plan
+        # unless a deployment picks another with `use_executor`.
+        self.executor: Executor = make_executor("torch", self.net, self.configs())
+
+    def configs(self) -> dict[str, SubnetConfig]:
+        return {n: d.subnet for n, d in self.deployed.items()}
+
+    def use_executor(self, executor: Executor) -> None:
+        """Run deployed SubNets on `executor` from the next batch on (the old one is closed)."""
+        old, self.executor = self.executor, executor
+        if old is not executor:
+            old.close()
 
     @property
     def names(self) -> list[str]:
@@ -212,7 +242,9 @@ class SubNetActRuntime:
             if batch.shape[-1] != res or batch.shape[-2] != res:
                 batch = F.interpolate(batch, size=(res, res), mode="bilinear",
                                       align_corners=False)
-            return self.net(batch, cfg)
+            if isinstance(name, str):
+                return self.executor.run(batch, name)
+            return self.net(batch, cfg)  # an ad-hoc SubNet: the plain elastic forward
 
     def prepare(self, name: str) -> float:
         """Nothing to load: every SubNet is resident. Returns the seconds spent (0)."""
@@ -229,13 +261,18 @@ class SubNetActRuntime:
         separate = {d.name: module_bytes(self.net.extract(d.subnet))
                     for d in self.deployed.values()}
         total_sep = sum(separate.values())
+        executor = self.executor.memory()
+        held = supernet + norms + executor["extra_bytes"]
         return {
             "supernet_bytes": supernet,
             "subnet_norm_bytes": norms,
             "subnetact_bytes": supernet + norms,
+            "executor": executor,
+            "executor_total_bytes": held,
             "separate_bytes": separate,
             "separate_total_bytes": total_sep,
             "ratio_separate_over_subnetact": total_sep / (supernet + norms),
+            "ratio_separate_over_executor": total_sep / held,
             "rss_bytes": rss_bytes(),
         }
 
