@@ -31,7 +31,15 @@ from typing import Any
 
 from . import sources
 from .catalog import DATA_ENV_VAR, DATASETS, list_datasets, load_dataset, register_dataset
-from .containers import Dataset, DatasetError, FileSet, ImageSet, RawDataset, StreamSettings
+from .containers import (
+    Dataset,
+    DatasetError,
+    DataWarning,
+    FileSet,
+    ImageSet,
+    RawDataset,
+    StreamSettings,
+)
 from .loader import EpochBatches, Loader, make_loader
 from .transforms import normalize, random_crop, random_hflip, resize
 
@@ -40,6 +48,7 @@ __all__ = [
     "DATA_ENV_VAR",
     "Dataset",
     "DatasetError",
+    "DataWarning",
     "EpochBatches",
     "FileSet",
     "ImageSet",

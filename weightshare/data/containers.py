@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Dataset", "DatasetError", "FileSet", "ImageSet", "RawDataset", "StreamSettings"]
+__all__ = ["DataWarning", "Dataset", "DatasetError", "FileSet", "ImageSet", "RawDataset", "StreamSettings"]
 
 
 class DatasetError(RuntimeError):
@@ -19,6 +19,12 @@ class DatasetError(RuntimeError):
 
     # Its public home: the CLI recognises user errors by dotted name, and pickles
     # (DataLoader workers) look it up here.
+    __module__ = "weightshare.data"
+
+
+class DataWarning(UserWarning):
+    """A file was unreadable and skipped or replaced; the message names it."""
+
     __module__ = "weightshare.data"
 
 

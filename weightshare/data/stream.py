@@ -21,6 +21,8 @@ is the full epoch. What differs is where pixels come from:
 
 from __future__ import annotations
 
+import functools
+import os
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -32,28 +34,24 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from .containers import Dataset, DatasetError, FileSet, StreamSettings
+from .containers import Dataset, DatasetError, DataWarning, FileSet, StreamSettings
 from .loader import EpochBatches
 from .seeds import TAG_AUGMENT, mix
 from .transforms import center_crop_box, crop_resize, normalize, random_resized_crop_box, resize
 
-__all__ = ["DataWarning", "StreamingLoader", "load_eval_image", "load_image", "read_image"]
+__all__ = ["READ_ERRORS", "DataWarning", "StreamingLoader", "load_eval_image", "load_image", "read_image"]
 
 # What Pillow raises for a missing, truncated or non-image file (DecompressionBombError
 # is an Exception of its own; ValueError/SyntaxError come from some broken headers).
-_READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError,
+READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError,
                 Image.DecompressionBombError)
-
-
-class DataWarning(UserWarning):
-    """A file was unreadable and replaced; the message names it."""
 
 
 def read_image(path: str, channels: int) -> Tensor:
     """Decode ``path`` to uint8 (H, W, channels); raises the underlying Pillow/OS error."""
     with Image.open(path) as img:
         img = img.convert("L" if channels == 1 else "RGB")
-        arr = np.asarray(img, dtype=np.uint8)
+        arr = np.array(img, dtype=np.uint8)  # a writable copy: torch refuses read-only arrays
     return torch.from_numpy(arr.reshape(arr.shape[0], arr.shape[1], channels))
 
 
@@ -79,7 +77,7 @@ def load_eval_image(path: str, size: int, channels: int, eval_crop: float = 0.87
     try:
         return load_image(path, size, channels, StreamSettings(eval_crop=eval_crop),
                           train=False, flip=False, generator=None)
-    except _READ_ERRORS as e:
+    except READ_ERRORS as e:
         raise DatasetError(f"{path}: not a readable image ({e})") from e
 
 
@@ -125,7 +123,7 @@ class _EpochFiles(TorchDataset):
             try:
                 image = load_image(path, self.size, self.channels, self.settings,
                                    train=self.augment, flip=self.flip, generator=gen)
-            except _READ_ERRORS as e:
+            except READ_ERRORS as e:
                 bad.append((path, f"{type(e).__name__}: {e}"))
                 failed.append(path)
                 continue
@@ -142,15 +140,17 @@ class StreamingLoader(EpochBatches):
 
     Same arguments and guarantees as `weightshare.data.Loader` (``padding`` is
     accepted and ignored: training uses RandomResizedCrop instead), plus
-    ``workers`` (default: the FileSet's settings). On CUDA, batches come through
-    pinned memory and are copied asynchronously.
+    ``workers`` (default: the FileSet's settings) and ``worker_cpus`` (cores the
+    workers may run on; default: the training process's own affinity, which they
+    inherit). On CUDA, batches come through pinned memory and are copied
+    asynchronously.
     """
 
     def __init__(self, data: FileSet, dataset: Dataset, batch_size: int, *, train: bool,
                  seed: int = 0, augment: bool | None = None, padding: int | None = None,
                  drop_last: bool | None = None, resolution: int | None = None,
                  device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1,
-                 workers: int | None = None) -> None:
+                 workers: int | None = None, worker_cpus: set[int] | None = None) -> None:
         del padding  # a RandomResizedCrop recipe has no padded crop
         if not isinstance(data, FileSet):
             raise TypeError(f"StreamingLoader reads a FileSet, got {type(data).__name__}")
@@ -161,6 +161,7 @@ class StreamingLoader(EpochBatches):
         self.workers = data.settings.workers if workers is None else workers
         if self.workers < 0:
             raise ValueError(f"workers must be >= 0, got {self.workers}")
+        self.worker_cpus = set(worker_cpus) if worker_cpus else None
         self._reported: set[str] = set()
         self._stats: tuple[Tensor, Tensor] | None = None
 
@@ -181,7 +182,7 @@ class StreamingLoader(EpochBatches):
         options: dict[str, Any] = {}
         if self.workers > 0:
             options = {"prefetch_factor": self.data.settings.prefetch,
-                       "worker_init_fn": _worker_init}
+                       "worker_init_fn": functools.partial(_worker_init, cpus=self.worker_cpus)}
         # batch_size=None: each item already is a batch, built by one worker. Workers
         # are started per epoch (not persistent) because each epoch's order is baked
         # into the dataset they receive.
@@ -205,8 +206,10 @@ class StreamingLoader(EpochBatches):
                               f"epoch order ({err})", DataWarning, stacklevel=3)
 
 
-def _worker_init(worker_id: int) -> None:
+def _worker_init(worker_id: int, cpus: set[int] | None = None) -> None:
     # One decode thread per worker: the parallelism is the workers themselves, and
     # oversubscribed intra-op threads only contend with the training process.
     del worker_id
     torch.set_num_threads(1)
+    if cpus is not None:
+        os.sched_setaffinity(0, cpus)

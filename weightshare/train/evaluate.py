@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import torch
 
-from ..data import Dataset, ImageSet, Loader
+from ..data import Dataset, EpochBatches, ImageSet, make_loader
 from ..models import SuperNet
 from ..nn import NormContext, StatsRecorder
 from ..space import SubnetConfig
@@ -22,8 +22,9 @@ __all__ = ["recalibrate", "accuracy", "evaluation_subnets", "evaluate_subnets"]
 
 
 def _batches(data: ImageSet, dataset: Dataset, batch_size: int, device: torch.device,
-             resolution: int | None) -> Loader:
-    return Loader(data, dataset, batch_size, train=False, resolution=resolution, device=device)
+             resolution: int | None) -> EpochBatches:
+    return make_loader(data, dataset, batch_size, train=False, resolution=resolution,
+                       device=device)
 
 
 @torch.no_grad()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..data import Dataset, Loader, load_dataset
+from ..data import Dataset, load_dataset, make_loader
 from ..models import SuperNet, create_supernet
 from ..space import SubnetConfig
 from . import distributed as dist
@@ -251,7 +251,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None
                             **cfg.dataset_args)
     torch.manual_seed(cfg.seed)
     net = build_supernet(cfg, data)
-    loader = Loader(data.train, data, cfg.batch_size // dist.world_size(), train=True,
+    loader = make_loader(data.train, data, cfg.batch_size // dist.world_size(), train=True,
                     seed=cfg.seed, augment=cfg.augment, device=device, rank=dist.rank(),
                     world_size=dist.world_size())
     spe = len(loader)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..catalog import DATA_ENV_VAR, channel_stats, env_dir, register_dataset
-from ..containers import DatasetError, FileSet, ImageSet, RawDataset, StreamSettings
+from ..containers import DatasetError, DataWarning, FileSet, ImageSet, RawDataset, StreamSettings
 from ..seeds import TAG_HOLDOUT, TAG_STATS, mix
+from ..stream import load_eval_image
 
 __all__ = ["IMAGE_SUFFIXES", "list_class_files"]
 
@@ -131,6 +133,7 @@ def _build_imagefolder(
     eval_crop: float = 0.875,
     mean: list[float] | None = None,
     std: list[float] | None = None,
+    max_bad: int = 16,
 ) -> RawDataset:
     """``root/train/<class>/*`` and optionally ``root/test/<class>/*`` (or ``root/val``).
 
@@ -146,6 +149,8 @@ def _build_imagefolder(
     eval_crop: centre-crop fraction for streamed evaluation (0.875: 256 -> 224).
     mean, std: per-channel statistics; None computes them (in memory: exactly;
         streaming: from a fixed sample of training images).
+    max_bad: streaming: unreadable files in a row that fail a batch (one is
+        replaced by the next file and warned about).
     """
     base = root if root is not None else env_dir()
     if base is None or not (base / "train").is_dir():
@@ -178,25 +183,49 @@ def _build_imagefolder(
         )
     if workers is None:
         workers = max(1, min(8, len(os.sched_getaffinity(0)) - 1))
-    settings = StreamSettings(workers=workers, min_scale=min_scale, eval_crop=eval_crop)
+    settings = StreamSettings(workers=workers, min_scale=min_scale, eval_crop=eval_crop,
+                              max_bad=max_bad)
     # A fixed sample, not the run's seed: the statistics are a property of the folder.
     rng = np.random.default_rng(mix(0, TAG_STATS))
     probe = rng.permutation(len(train_items))
-    gray = all(_image_mode(train_items[i][0]) in _GRAY_MODES for i in probe[:_MODE_SAMPLE])
+    readable = _readable_sample(train_items, probe)
+    gray = all(_image_mode(train_items[i][0]) in _GRAY_MODES for i in readable[:_MODE_SAMPLE])
     channels = 1 if gray else 3
     train = FileSet.from_items(train_items, image_size, channels, settings)
     test = FileSet.from_items(test_items, image_size, channels, settings)
     if stats[0] is None:
-        stats = _sample_stats(train, probe[:_STATS_SAMPLE])
+        stats = _sample_stats(train, readable[:_STATS_SAMPLE])
     return RawDataset(train=train, test=test, classes=classes, hflip=hflip, mean=stats[0],
                       std=stats[1])
+
+
+def _readable_sample(items: list[tuple[Path, int]], probe: np.ndarray) -> list[int]:
+    """The first ``_STATS_SAMPLE`` indices of ``probe`` whose files open, warning about the rest.
+
+    One bad file among a million must not stop a streamed run before it starts
+    (the loader replaces it later); a sample with nothing readable is an error.
+    """
+    good: list[int] = []
+    bad: list[str] = []
+    for i in probe:
+        if len(good) >= _STATS_SAMPLE or len(bad) >= _STATS_SAMPLE:
+            break
+        path = items[int(i)][0]
+        try:
+            load_eval_image(str(path), 1, 1)  # decodes the whole file: catches truncation
+            good.append(int(i))
+        except DatasetError as e:
+            bad.append(str(path))
+            warnings.warn(f"{e}; skipped", DataWarning, stacklevel=4)
+    if not good:
+        raise DatasetError(f"none of {len(bad)} sampled training images is readable: "
+                           f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
+    return good
 
 
 def _sample_stats(files: FileSet, indices: np.ndarray
                   ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Channel mean/std of evaluation crops of a sample of ``files`` (exact over the sample)."""
-    from ..stream import load_eval_image
-
     crops = torch.stack([load_eval_image(files.paths[i], files.size, files.channels,
                                          files.settings.eval_crop) for i in indices])
     return channel_stats(crops)

@@ -1,0 +1,332 @@
+"""Tests for the streaming image-folder source: order, resume, shards, bad files, transforms,
+and a DepS training run that reads its data through worker processes."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from weightshare.data import DatasetError, FileSet, ImageSet, load_dataset, make_loader, normalize
+from weightshare.data import DataWarning
+from weightshare.data.stream import StreamingLoader, load_eval_image
+from weightshare.data.transforms import center_crop_box, crop_resize, random_resized_crop_box
+from weightshare.train import TrainConfig, train
+
+SIZE = 16
+
+# Tests pin themselves to one core; torch then warns that 2 workers exceed it, which is the point.
+pytestmark = pytest.mark.filterwarnings("ignore:This DataLoader will create")
+
+
+def _write_folder(root: Path, classes: int = 4, per_class: int = 12, val: int = 3) -> Path:
+    """ImageNet layout: train/<class>/*, val/<class>/*; noisy images, a class hue, mixed sizes
+    and formats, so crops, resampling and both decoders are exercised."""
+    rng = np.random.default_rng(0)
+    for split, n in (("train", per_class), ("val", val)):
+        for c in range(classes):
+            d = root / split / f"n{c:04d}"
+            d.mkdir(parents=True)
+            for i in range(n):
+                h, w = 20 + (i * 7) % 17, 24 + (i * 5) % 19
+                a = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+                a[..., c % 3] = 40 + 50 * (c // 3) + i
+                Image.fromarray(a).save(d / f"img{i}.{'png' if i % 2 else 'JPEG'}", quality=95)
+    return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _write_folder(tmp_path_factory.mktemp("stream") / "imagenet")
+
+
+@pytest.fixture(scope="module")
+def ds(folder: Path):
+    return load_dataset("imagefolder", folder, image_size=SIZE, stream=True, workers=0,
+                        calib_size=8, seed=0)
+
+
+def _epoch(loader) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(x.clone(), y.clone()) for x, y in loader]
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(xa, xb) and torch.equal(ya, yb)
+                                    for (xa, ya), (xb, yb) in zip(a, b, strict=True))
+
+
+def test_streamed_dataset_splits_and_stats(ds, folder: Path) -> None:
+    assert ds.streamed and isinstance(ds.train, FileSet) and isinstance(ds.test, FileSet)
+    assert (len(ds.train), len(ds.calib), len(ds.test)) == (40, 8, 12)  # val/ is the test split
+    assert ds.classes == ("n0000", "n0001", "n0002", "n0003")
+    assert (ds.image_size, ds.in_channels, ds.num_classes) == (SIZE, 3, 4)
+    # train and calib are disjoint files of train/, test is exactly val/
+    assert not set(ds.train.paths) & set(ds.calib.paths)
+    assert all("/val/" in p for p in ds.test.paths)
+    # statistics estimated from evaluation crops: noise around 0.5, one boosted channel lower
+    assert all(0.2 < m < 0.7 for m in ds.mean) and all(0.1 < s < 0.4 for s in ds.std)
+
+
+def test_small_folder_stays_in_memory_unless_it_would_not_fit(folder: Path) -> None:
+    small = load_dataset("imagefolder", folder, image_size=SIZE)
+    assert isinstance(small.train, ImageSet) and not small.streamed
+    # 48 images x 3 x 16 x 16 bytes is ~37 KB: a 10 KB budget makes it stream by itself
+    big = load_dataset("imagefolder", folder, image_size=SIZE, memory_limit_gb=1e-5, workers=0)
+    assert isinstance(big.train, FileSet)
+
+
+def test_order_is_a_function_of_seed_epoch_and_not_of_workers(ds) -> None:
+    a = make_loader(ds.train, ds, 8, train=True, seed=3)
+    assert isinstance(a, StreamingLoader) and len(a) == 40 // 8
+    a.set_epoch(1)
+    first = _epoch(a)
+    assert len(first) == 5 and first[0][0].shape == (8, 3, SIZE, SIZE)
+    assert first[0][0].dtype == torch.float32 and first[0][1].dtype == torch.int64
+    assert _same(first, _epoch(a))  # twice the same
+    two = make_loader(ds.train, ds, 8, train=True, seed=3, workers=2)
+    two.set_epoch(1)
+    assert _same(first, _epoch(two))  # worker processes change nothing
+    order1 = a.epoch_indices()
+    a.set_epoch(2)
+    assert not torch.equal(order1, a.epoch_indices())
+    assert sorted(order1.tolist()) == list(range(40))
+    other = make_loader(ds.train, ds, 8, train=True, seed=4)
+    other.set_epoch(1)
+    assert not torch.equal(order1, other.epoch_indices())
+    # labels follow the shuffled order exactly (no replacement happened)
+    ys = torch.cat([y for _, y in first])
+    assert torch.equal(ys, ds.train.labels[order1])
+
+
+def test_mid_epoch_resume_gives_exactly_the_remaining_batches(ds) -> None:
+    loader = make_loader(ds.train, ds, 8, train=True, seed=1, workers=2)
+    loader.set_epoch(4)
+    full = _epoch(loader)
+    loader.set_epoch(4, start_batch=3)
+    tail = _epoch(loader)
+    assert len(loader) == 5 and len(tail) == 2  # len() is still the whole epoch
+    assert _same(full[3:], tail)
+    # augmentation really happened: not the evaluation view of the same files
+    idx = loader.epoch_indices()[:8].tolist()
+    plain = torch.stack([load_eval_image(ds.train.paths[i], SIZE, 3) for i in idx])
+    assert not torch.equal(full[0][0], normalize(plain, ds.mean, ds.std))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_ddp_ranks_read_disjoint_shards(ds, train: bool) -> None:
+    world = 3
+    loaders = [make_loader(ds.train, ds, 4, train=train, seed=2, rank=r, world_size=world)
+               for r in range(world)]
+    for ld in loaders:
+        ld.set_epoch(1)
+    shards = [ld.epoch_indices().tolist() for ld in loaders]
+    flat = [i for s in shards for i in s]
+    assert len(flat) == len(set(flat))
+    assert len(flat) == (39 if train else 40)  # training cuts 40 to a multiple of 3
+    if train:
+        assert len({len(ld) for ld in loaders}) == 1  # every rank runs the same steps
+    for ld, shard in zip(loaders, shards, strict=True):
+        ys = torch.cat([y for _, y in ld])
+        assert torch.equal(ys, ds.train.labels[shard][: len(ys)])
+
+
+def test_eval_loader_is_resize_and_centre_crop_in_natural_order(ds) -> None:
+    loader = make_loader(ds.test, ds, 5, train=False, resolution=12)
+    batches = _epoch(loader)
+    assert [len(y) for _, y in batches] == [5, 5, 2]
+    assert torch.equal(torch.cat([y for _, y in batches]), ds.test.labels)
+    expect = torch.stack([load_eval_image(p, SIZE, 3) for p in ds.test.paths[:5]])
+    expect = torch.nn.functional.interpolate(normalize(expect, ds.mean, ds.std), size=(12, 12),
+                                             mode="bilinear", antialias=True)
+    assert batches[0][0].shape == (5, 3, 12, 12)
+    assert torch.allclose(batches[0][0], expect, atol=1e-5)
+
+
+def _corrupt_copy(folder: Path, dst: Path) -> tuple[Path, Path]:
+    import shutil
+
+    shutil.copytree(folder, dst)
+    garbage = dst / "train" / "n0001" / "img2.JPEG"
+    garbage.write_bytes(b"this is not a jpeg")
+    truncated = dst / "train" / "n0002" / "img3.png"
+    truncated.write_bytes(truncated.read_bytes()[:60])
+    return garbage, truncated
+
+
+def test_unreadable_images_are_reported_and_replaced_deterministically(
+    folder: Path, tmp_path: Path
+) -> None:
+    garbage, truncated = _corrupt_copy(folder, tmp_path / "bad")
+    with pytest.warns(DataWarning, match="skipped"):  # the statistics sample skips them too
+        bad = load_dataset("imagefolder", tmp_path / "bad", image_size=SIZE, stream=True,
+                           workers=0, calib_size=0)
+    loader = make_loader(bad.train, bad, 8, train=True, seed=0, workers=2)
+    with pytest.warns(DataWarning) as record:
+        first = _epoch(loader)
+    messages = " ".join(str(w.message) for w in record)
+    assert str(garbage) in messages and str(truncated) in messages
+    assert len(first) == len(loader) == 6  # no batch lost, none shorter
+    assert all(len(y) == 8 for _, y in first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataWarning)  # reported once per file, not per epoch
+        again = _epoch(loader)
+    assert _same(first, again)
+    # the replacement is the next file in the epoch order, label included
+    order = loader.epoch_indices().tolist()
+    paths = [bad.train.paths[i] for i in order]
+    pos = paths.index(str(garbage))
+    ys = torch.cat([y for _, y in first])
+    assert ys[pos] == bad.train.labels[order[pos + 1]]
+
+
+def test_too_many_unreadable_images_fail_naming_them(folder: Path, tmp_path: Path) -> None:
+    root = _write_folder(tmp_path / "broken", classes=2, per_class=3, val=1)
+    files = sorted((root / "train").rglob("*.*"))
+    for p in files[1:]:  # one readable file of six
+        p.write_bytes(b"")
+    with pytest.warns(DataWarning, match="skipped"):
+        broken = load_dataset("imagefolder", root, image_size=SIZE, stream=True, workers=0,
+                              calib_size=0, max_bad=2)
+    with pytest.raises(DatasetError, match="2 unreadable images in a row") as info, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        list(make_loader(broken.train, broken, 2, train=True))
+    assert str(root / "train") in str(info.value)
+    for p in files[:1]:
+        p.write_bytes(b"")
+    with pytest.raises(DatasetError, match="none of 6 sampled training images is readable"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore", DataWarning)
+        load_dataset("imagefolder", root, image_size=SIZE, stream=True, workers=0)
+
+
+def test_missing_folder_error_and_a_bad_sampled_file_warns(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="train") as info:
+        load_dataset("imagefolder", tmp_path / "nowhere", stream=True)
+    assert str(tmp_path / "nowhere" / "train") in str(info.value)
+    root = _write_folder(tmp_path / "one-bad", classes=2, per_class=2, val=1)
+    bad = root / "train" / "n0000" / "img0.JPEG"
+    bad.write_bytes(b"\xff\xd8 not really")
+    with pytest.warns(DataWarning, match="not a readable image") as record:
+        ds = load_dataset("imagefolder", root, image_size=SIZE, stream=True, workers=0,
+                          calib_size=0)
+    assert str(bad) in str(record[0].message) and len(ds.train) == 4
+
+
+def test_flat_val_folder_needs_labels(tmp_path: Path) -> None:
+    root = _write_folder(tmp_path / "flat", classes=2, per_class=4, val=0)
+    (root / "val").rmdir() if (root / "val").exists() and not any((root / "val").iterdir()) \
+        else None
+    val = root / "val"
+    for d in list(val.iterdir()):
+        d.rmdir()
+    Image.new("RGB", (30, 20), (1, 2, 3)).save(val / "ILSVRC2012_val_00000001.JPEG")
+    with pytest.raises(DatasetError, match="LOC_val_solution.csv"):
+        load_dataset("imagefolder", root, image_size=SIZE, stream=True, workers=0)
+    (root / "LOC_val_solution.csv").write_text(
+        "ImageId,PredictionString\nILSVRC2012_val_00000001,n0001 1 2 3 4 n0001 5 6 7 8\n")
+    got = load_dataset("imagefolder", root, image_size=SIZE, stream=True, workers=0,
+                       calib_size=0, mean=[0.5] * 3, std=[0.25] * 3)
+    assert len(got.test) == 1 and got.test.labels.tolist() == [1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-image transforms
+# ---------------------------------------------------------------------------------------------
+
+
+def test_centre_crop_of_a_known_image() -> None:
+    h, w = 40, 60
+    box = center_crop_box(h, w, 0.875)
+    assert box == (2, 12, 35, 35)  # the 35-px centre square: shorter side 40 x 0.875
+    img = torch.zeros(h, w, 3, dtype=torch.uint8)
+    img[..., 0] = 255  # red everywhere ...
+    img[2:37, 12:47] = torch.tensor([0, 0, 255], dtype=torch.uint8)  # ... but the crop is blue
+    out = crop_resize(img, box, 16)
+    assert out.shape == (3, 16, 16) and out.dtype == torch.uint8
+    assert (out[2] == 255).all() and (out[:2] == 0).all()
+    # a left-right ramp stays a left-right ramp, resampled but in order
+    ramp = torch.arange(60, dtype=torch.uint8).mul(4).view(1, 60, 1).expand(40, 60, 3)
+    r = crop_resize(ramp.contiguous(), center_crop_box(40, 60, 1.0), 10)
+    assert (r[:, :, 1:] > r[:, :, :-1]).all() and (r == r[:, :1]).all()
+    assert 40 <= int(r[0, 0, 0]) < 80 and 160 < int(r[0, 0, -1]) <= 236  # columns 10..49
+
+
+def test_centre_crop_through_the_file_decoder(tmp_path: Path) -> None:
+    a = np.zeros((40, 60, 3), dtype=np.uint8)
+    a[..., 1] = 250
+    a[2:37, 12:47] = (10, 20, 30)
+    Image.fromarray(a).save(tmp_path / "x.png")
+    out = load_eval_image(str(tmp_path / "x.png"), 8, 3)
+    assert torch.equal(out, torch.tensor([10, 20, 30], dtype=torch.uint8).view(3, 1, 1)
+                       .expand(3, 8, 8))
+    gray = load_eval_image(str(tmp_path / "x.png"), 8, 1)
+    assert gray.shape == (1, 8, 8)
+
+
+def test_random_resized_crop_box_respects_scale_ratio_and_bounds() -> None:
+    g = torch.Generator().manual_seed(0)
+    boxes = [random_resized_crop_box(120, 160, g, (0.08, 1.0)) for _ in range(400)]
+    areas, ratios = [], []
+    for top, left, h, w in boxes:
+        assert 0 <= top and top + h <= 120 and 0 <= left and left + w <= 160
+        areas.append(h * w / (120 * 160))
+        ratios.append(w / h)
+    assert min(areas) >= 0.07 and max(areas) <= 1.0
+    assert min(ratios) >= 0.74 and max(ratios) <= 1.35
+    assert np.std(areas) > 0.1 and len({b[:2] for b in boxes}) > 300  # drawn, not fixed
+    same = [random_resized_crop_box(120, 160, torch.Generator().manual_seed(5)) for _ in range(2)]
+    assert same[0] == same[1]
+    # a strip too thin for any allowed aspect ratio falls back to a centred, clamped box
+    top, left, h, w = random_resized_crop_box(4, 400, torch.Generator().manual_seed(1),
+                                              (0.9, 1.0))
+    assert (h, w) == (4, round(4 * 4 / 3)) and left == (400 - w) // 2
+
+
+def test_crop_resize_rejects_bad_input() -> None:
+    img = torch.zeros(10, 10, 3, dtype=torch.uint8)
+    assert torch.equal(crop_resize(img, (0, 0, 10, 10), 10), img.permute(2, 0, 1))
+    with pytest.raises(ValueError, match="outside"):
+        crop_resize(img, (5, 5, 6, 6), 4)
+    with pytest.raises(TypeError):
+        crop_resize(img.float(), (0, 0, 4, 4), 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training from the stream
+# ---------------------------------------------------------------------------------------------
+
+
+def test_tiny_deps_run_trains_from_a_streamed_folder(tmp_path: Path) -> None:
+    root = tmp_path / "ten"
+    rng = np.random.default_rng(1)
+    for c in range(10):
+        d = root / "train" / f"class{c}"
+        d.mkdir(parents=True)
+        colour = rng.integers(0, 256, 3)
+        for i in range(10):
+            a = np.clip(colour + rng.normal(0, 30, (36, 36, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(a).save(d / f"{i}.png")
+    cfg = TrainConfig.load("tiny", [
+        "dataset=imagefolder", f"data_dir={root}",
+        "dataset_args={image_size: 32, stream: true, workers: 1, min_scale: 0.5}",
+        "train_subset=null", "test_subset=null", "calib_size=16", "epochs=2", "batch_size=16",
+        "eval_spread=0", "progress=false", "tensorboard=false", f"out={tmp_path / 'run'}",
+        "supernet_args={width_mult: 0.25, kernel_choices: [3], feature_dim: 32, "
+        "unit_widths: [16, 16, 24, 24, 32]}",
+    ])
+    res = train(cfg)
+    s = res.summary
+    # 100 files: 20 held out as test, 16 as calib, 64 train -> 4 steps of 16 per epoch
+    assert s["steps"] == s["total_steps"] == 2 * 4
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl")
+              .read_text().splitlines() if '"kind": "train"' in line]
+    assert len(losses) == 8 and all(math.isfinite(v) for v in losses)
+    assert len(s["eval"]) == 4 and all(0.0 <= r["acc"] <= 100.0 for r in s["eval"])
+    assert len(res.supernet.subnet_norms) == 4  # BN recalibrated on the streamed calib split
