@@ -13,8 +13,15 @@ import pytest
 import torch
 from PIL import Image
 
-from weightshare.data import DatasetError, FileSet, ImageSet, load_dataset, make_loader, normalize
-from weightshare.data import DataWarning
+from weightshare.data import (
+    DatasetError,
+    DataWarning,
+    FileSet,
+    ImageSet,
+    load_dataset,
+    make_loader,
+    normalize,
+)
 from weightshare.data.stream import StreamingLoader, load_eval_image
 from weightshare.data.transforms import center_crop_box, crop_resize, random_resized_crop_box
 from weightshare.train import TrainConfig, train
@@ -275,7 +282,7 @@ def test_random_resized_crop_box_respects_scale_ratio_and_bounds() -> None:
     boxes = [random_resized_crop_box(120, 160, g, (0.08, 1.0)) for _ in range(400)]
     areas, ratios = [], []
     for top, left, h, w in boxes:
-        assert 0 <= top and top + h <= 120 and 0 <= left and left + w <= 160
+        assert top >= 0 and top + h <= 120 and left >= 0 and left + w <= 160
         areas.append(h * w / (120 * 160))
         ratios.append(w / h)
     assert min(areas) >= 0.07 and max(areas) <= 1.0
