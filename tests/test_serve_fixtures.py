@@ -25,8 +25,10 @@ def tiny_checkpoint(folder: Path, seed: int = 0) -> Path:
 
 
 def tiny_config(ckpt: Path, **kw) -> StackConfig:
+    # keep_dominated: these stacks deploy exactly the N SubNets spread in MACs (a random
+    # tiny SuperNet has no meaningful frontier); frontier filtering has its own tests.
     base = {"num_subnets": 3, "dataset": "synthetic", "dataset_options": DATASET,
-            "max_batch": 4, "profile_runs": 3, "threads": 1}
+            "max_batch": 4, "profile_runs": 3, "threads": 1, "keep_dominated": True}
     base.update(kw)
     return StackConfig(checkpoint=str(ckpt), **base)
 

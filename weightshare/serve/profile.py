@@ -267,8 +267,8 @@ def pareto_filter(subnets: Sequence[DeployedSubnet], latency_ms: dict[str, float
         dropped.append({
             "name": b.name, "subnet": b.subnet.to_dict(), "acc": b.acc,
             "latency_ms": round(lb, 4), "dominated_by": a.name,
-            "reason": f"{a.name} is at least as accurate ({a.acc:.2f} % vs {b.acc:.2f} %) and at "
-                      f"least as fast at batch 1 ({latency_ms[a.name]:.3f} ms vs {lb:.3f} ms)",
+            "reason": f"at least as accurate ({a.acc:.2f} % vs {b.acc:.2f} %) and at least as "
+                      f"fast at batch 1 ({latency_ms[a.name]:.3f} ms vs {lb:.3f} ms)",
         })
     return sorted(kept, key=lambda s: (s.macs, s.name)), dropped
 

@@ -1,16 +1,27 @@
-"""Assemble a serving stack from a checkpoint: deployment, runtime, profile, policy, backend.
+"""Assemble a serving stack from a checkpoint: deployment, runtime, executor, profile, policy.
 
 `build_stack(StackConfig(...))` is what `weightshare serve`, `serve profile`,
 `serve simulate` and the benchmark share:
 
-1. load the checkpoint once;
+1. load the checkpoint once, and the per-SubNet BN statistics and test
+   accuracies earlier starts wrote beside it (`CKPT.subnet-stats.pt`, keyed by
+   the checkpoint's SHA-256), so a second start recalibrates nothing;
 2. reuse the saved profile (default `CKPT.profile.json`) when it matches the
-   checkpoint's SHA-256, the thread count, the batch limit and this machine --
-   its deployed SubNets and accuracies come with it; otherwise pick the
-   SubNets (`--deploy frontier.json`, else N spread evenly in MACs), give each
-   BN statistics and a test accuracy (recalibrating / evaluating only what the
-   checkpoint lacks), measure a fresh profile and save it;
-3. build the policy by name, and the backend it needs: the SubNetAct runtime,
+   checkpoint's SHA-256, the thread count, the batch limit, this machine and
+   the candidate SubNets -- its deployed SubNets and accuracies come with it;
+   otherwise take the candidates (`--deploy frontier.json`, else N spread evenly
+   in MACs), give each BN statistics and a test accuracy (recalibrating /
+   evaluating only what is missing, with progress bars, results written back),
+   time each at batch 1 and keep only the Pareto frontier in (accuracy,
+   latency): a dominated SubNet is never deployed, and the profile says which
+   were dropped and why; then profile the kept ones and save;
+3. put the executor (`torch`, `onnxruntime`, `auto`) under the runtime: for
+   onnxruntime, cached sessions load before this returns and missing ones build
+   in the background while the torch plan serves; each new session is timed
+   (unless the saved profile already has its rows) and the profile the policy
+   plans with is republished (`Stack.on_profile`) with the latency of the path
+   that actually serves each SubNet, filtered to the frontier again;
+4. build the policy by name, and the backend it needs: the SubNetAct runtime,
    or for separate-model policies (INFaaS) a store of extracted models on disk.
 """
 
@@ -18,15 +29,26 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..space import SubnetConfig
+from .executors import EXECUTORS, ExecutorConfig, OnnxRuntimeExecutor, make_executor
 from .policies import Policy, make_policy
-from .profile import Profile, checkpoint_identity, measure_profile
+from .profile import (
+    DeployedSubnet,
+    Profile,
+    checkpoint_identity,
+    measure_latency_rows,
+    measure_profile,
+    pareto_filter,
+)
 from .runtime import (
     ExtractedModelStore,
     SeparateModelsRuntime,
@@ -36,7 +58,18 @@ from .runtime import (
     prepare_deployment,
 )
 
-__all__ = ["Stack", "StackConfig", "build_stack", "default_profile_path"]
+__all__ = [
+    "Stack",
+    "StackConfig",
+    "build_stack",
+    "default_ort_cache_dir",
+    "default_profile_path",
+    "default_stats_path",
+    "load_subnet_stats",
+    "save_subnet_stats",
+]
+
+STATS_FORMAT = "weightshare-subnet-stats"
 
 
 def default_profile_path(checkpoint: str | os.PathLike) -> Path:
@@ -44,14 +77,83 @@ def default_profile_path(checkpoint: str | os.PathLike) -> Path:
     return p.with_name(p.name + ".profile.json")
 
 
+def default_stats_path(checkpoint: str | os.PathLike) -> Path:
+    p = Path(checkpoint)
+    return p.with_name(p.name + ".subnet-stats.pt")
+
+
+def default_ort_cache_dir(checkpoint: str | os.PathLike) -> Path:
+    p = Path(checkpoint)
+    return p.with_name(p.name + ".onnxruntime")
+
+
+# ------------------------------------------------- recalibration results beside the ckpt
+def load_subnet_stats(net: Any, path: Path, sha256: str, dataset_key: str,
+                      log: Callable[[str], None] = lambda _: None) -> dict[SubnetConfig, float]:
+    """Give `net` the BN statistics an earlier start recalibrated (for SubNets it lacks) and
+    return the test accuracies measured on `dataset_key`. A file for other weights is ignored;
+    a corrupt one is ignored with a warning (it is rewritten on the next measurement)."""
+    if not path.is_file():
+        return {}
+    try:
+        doc = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(doc, dict) or doc.get("format") != STATS_FORMAT:
+            raise ValueError(f"no 'format': {STATS_FORMAT!r}")
+        if doc.get("checkpoint_sha256") != sha256:
+            log(f"{path.name} is for other weights: ignored")
+            return {}
+        accs: dict[SubnetConfig, float] = {}
+        for entry in doc["subnets"]:
+            cfg = SubnetConfig.from_json(entry["subnet"])
+            if cfg not in net.subnet_norms and entry.get("stats"):
+                net.set_subnet_stats(cfg, {k: (m, v) for k, (m, v) in entry["stats"].items()})
+            acc = (entry.get("acc") or {}).get(dataset_key)
+            if acc is not None:
+                accs[cfg] = float(acc)
+        return accs
+    except Exception as err:  # never let a stale side file stop the server
+        warnings.warn(f"{path} is unusable ({type(err).__name__}: {err}); ignoring it",
+                      stacklevel=2)
+        log(f"warning: {path} is unusable ({err}); recalibrating instead")
+        return {}
+
+
+def save_subnet_stats(net: Any, path: Path, sha256: str, dataset_key: str,
+                      accs: dict[SubnetConfig, float]) -> Path:
+    """Write every SubNet's BN statistics on `net` and the accuracies, atomically."""
+    from ..checkpoint import atomic_torch_save
+
+    old: dict[str, dict[str, float]] = {}
+    if path.is_file():
+        try:
+            doc = torch.load(path, map_location="cpu", weights_only=True)
+            if doc.get("checkpoint_sha256") == sha256:
+                old = {e["subnet"]: dict(e.get("acc") or {}) for e in doc["subnets"]}
+        except Exception:
+            old = {}
+    entries = []
+    for cfg, stats in net.subnet_norms.items():
+        key = cfg.to_json()
+        acc = old.get(key, {})
+        if cfg in accs:
+            acc[dataset_key] = float(accs[cfg])
+        entries.append({"subnet": key, "acc": acc,
+                        "stats": {k: [m.detach().cpu(), v.detach().cpu()]
+                                  for k, (m, v) in stats.items()}})
+    return atomic_torch_save({"format": STATS_FORMAT, "checkpoint_sha256": sha256,
+                              "subnets": entries}, path)
+
+
 @dataclass(frozen=True)
 class StackConfig:
     """How to serve a checkpoint.
 
-    deploy: a frontier JSON file naming the SubNets (and accuracies); else
-        `num_subnets` spread evenly in MACs.
+    deploy: a frontier JSON file naming the candidate SubNets (and accuracies); else
+        `num_subnets` spread evenly in MACs. Either way only the non-dominated ones in
+        (accuracy, batch-1 latency on this machine) are deployed, unless keep_dominated.
     dataset, data_dir, test_subset: for BN recalibration and test accuracy of SubNets the
-        checkpoint has no statistics / accuracy for (loaded only when needed).
+        checkpoint has no statistics / accuracy for (loaded only when needed); results are
+        written to `CKPT.subnet-stats.pt` (save_stats) so the next start skips them.
     profile: where the profile is read from / written to (default beside the checkpoint).
     max_batch: largest batch profiled (and allowed per request).
     threads: torch intra-op threads (None: leave torch's default).
@@ -59,6 +161,14 @@ class StackConfig:
         SuperNet: "full" loads the next SubNet's whole extracted model on a switch, "delta"
         reads only the slices it lacks from a safetensors SuperNet file (FastSwitch).
         None: the policy's own backend.
+    executor: what runs batches (weightshare.serve.executors): "torch", "onnxruntime" or
+        "auto" (each SubNet on the path measured faster). The CLI defaults to auto; the
+        library to torch, which needs no export.
+    ort_memory_budget_mb: most MB of onnxruntime sessions (None: no cap); SubNets beyond it
+        stay on the torch plan. ort_cache_dir: default `CKPT.onnxruntime/`.
+    ort_background: build missing sessions in a background thread (False: before
+        build_stack returns).
+    show_progress: progress bars for recalibration, evaluation and profiling.
     """
 
     checkpoint: str
@@ -75,6 +185,13 @@ class StackConfig:
     profile_runs: int = 20
     threads: int | None = None
     switch_mode: str | None = None
+    executor: str = "torch"
+    ort_memory_budget_mb: float | None = None
+    ort_cache_dir: str | None = None
+    ort_background: bool = True
+    keep_dominated: bool = False
+    show_progress: bool = False
+    save_stats: bool = True
 
     def __post_init__(self) -> None:
         if self.switch_mode not in (None, "full", "delta"):
@@ -85,6 +202,16 @@ class StackConfig:
             raise ValueError("max_batch must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be >= 1")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"unknown executor {self.executor!r}; choose one of "
+                             f"{', '.join(sorted(EXECUTORS))}")
+        if self.ort_memory_budget_mb is not None and self.ort_memory_budget_mb < 0:
+            raise ValueError("ort_memory_budget_mb must be >= 0")
+
+    def dataset_key(self) -> str:
+        """Which test set an accuracy was measured on (accuracies are only reused for it)."""
+        opts = ",".join(f"{k}={v}" for k, v in sorted(self.dataset_options.items()))
+        return f"{self.dataset}|subset={self.test_subset}|{opts}"
 
 
 @dataclass
@@ -96,25 +223,166 @@ class Stack:
     profile_path: Path
     profile_reused: bool
     _tmp: tempfile.TemporaryDirectory | None = None
+    executor_name: str = "torch"
+    _publisher: _ProfilePublisher | None = None
+
+    @property
+    def executor(self) -> Any:
+        return self.runtime.executor
+
+    def on_profile(self, fn: Callable[[Profile], None]) -> None:
+        """Call `fn(profile)` whenever the profile changes (an onnxruntime session became
+        ready and its latencies replace the torch plan's); e.g. the worker's `profile`."""
+        if self._publisher is not None:
+            self._publisher.listeners.append(fn)
+
+    def wait_executor(self, timeout: float | None = None) -> bool:
+        """Wait for background session builds (and their timing) to finish."""
+        ex = self.runtime.executor
+        done = ex.wait(timeout) if isinstance(ex, OnnxRuntimeExecutor) else True
+        if self._publisher is not None:
+            done = self._publisher.idle.wait(timeout) and done
+        return done
 
     def close(self) -> None:
+        self.runtime.executor.close()
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
 
 
+def _rows(profile: Profile, table: str) -> dict[str, list[float]]:
+    return {n: list(r) for n, r in getattr(profile, table).items()}
+
+
+class _ProfilePublisher:
+    """Keeps the profile the policy plans with in step with the paths serving each SubNet.
+
+    base: the profile with the torch plan's latencies. When a session becomes ready its
+    rows are measured (or taken from the saved profile), the route is chosen (auto: the
+    faster path for that SubNet; onnxruntime: always the session), and a new Profile is
+    published, filtered to the frontier again, and saved.
+    """
+
+    def __init__(self, base: Profile, runtime: SubNetActRuntime, executor: OnnxRuntimeExecutor,
+                 cfg: StackConfig, path: Path, log: Callable[[str], None]) -> None:
+        import onnxruntime as ort
+
+        self.base, self.runtime, self.executor = base, runtime, executor
+        self.cfg, self.path, self.log = cfg, path, log
+        self.listeners: list[Callable[[Profile], None]] = []
+        self.idle = threading.Event()
+        self.idle.set()
+        self._lock = threading.Lock()
+        saved = base.meta.get("executors", {}).get("onnxruntime", {})
+        # Rows measured by an earlier start are valid for the same onnxruntime version
+        # (the profile as a whole already matched checkpoint, machine and threads).
+        valid = saved.get("version") == ort.__version__
+        self.ort_median: dict[str, list[float]] = dict(saved.get("median_ms", {})) if valid else {}
+        self.ort_p99: dict[str, list[float]] = dict(saved.get("p99_ms", {})) if valid else {}
+        self.ort_version = ort.__version__
+        self.current = self.effective()
+
+    def _route(self, name: str) -> None:
+        if name not in self.ort_median:
+            return
+        if self.executor.mode == "auto":
+            ort_ms, torch_ms = sum(self.ort_median[name]), sum(self.base.median_ms[name])
+            self.executor.route[name] = "onnxruntime" if ort_ms <= torch_ms else "torch"
+        else:
+            self.executor.route[name] = "onnxruntime"
+
+    def session_ready(self, name: str) -> None:
+        self.idle.clear()
+        try:
+            if name not in self.ort_median:
+                # Timed with the session itself, whatever the route says meanwhile.
+                med, p99 = measure_latency_rows(
+                    self.executor.run_session, name, self.runtime.input_shape(name),
+                    self.base.batch_sizes, runs=self.cfg.profile_runs)
+                self.ort_median[name], self.ort_p99[name] = med, p99
+            self._route(name)
+            with self._lock:
+                self.current = self.effective()
+                self.current.save(self.path)
+            self.log(f"{name} now served by {self.executor.path(name)} "
+                     f"({self.current.meta['executor']['paths'].get(name)}); profile updated")
+            for fn in self.listeners:
+                fn(self.current)
+        finally:
+            self.idle.set()
+
+    def effective(self) -> Profile:
+        base = self.base
+        paths = {s.name: self.executor.path(s.name) for s in base.subnets}
+        median, p99 = _rows(base, "median_ms"), _rows(base, "p99_ms")
+        for n, p in paths.items():
+            if p == "onnxruntime" and n in self.ort_median:
+                median[n], p99[n] = list(self.ort_median[n]), list(self.ort_p99[n])
+        meta = dict(base.meta)
+        meta["executors"] = {
+            "torch": {"median_ms": _rows(base, "median_ms"), "p99_ms": _rows(base, "p99_ms")},
+            "onnxruntime": {"version": self.ort_version, "median_ms": dict(self.ort_median),
+                            "p99_ms": dict(self.ort_p99)},
+        }
+        meta["executor"] = {"name": self.cfg.executor, "paths": paths,
+                            "batch1_ms": {n: {"torch": base.median_ms[n][0],
+                                              "onnxruntime": (self.ort_median.get(n) or
+                                                              [None])[0]}
+                                          for n in paths}}
+        subnets = list(base.subnets)
+        frontier = dict(meta.get("frontier", {}))
+        if not self.cfg.keep_dominated and len(subnets) > 1:
+            kept, dropped = pareto_filter(subnets, {n: median[n][0] for n in paths})
+            if dropped:
+                for d in dropped:
+                    d["reason"] += " on the paths now serving them"
+                frontier["dropped_after_executor"] = dropped
+                subnets = kept
+        meta["frontier"] = frontier
+        names = {s.name for s in subnets}
+        return Profile(tuple(subnets), base.batch_sizes,
+                       {n: r for n, r in median.items() if n in names},
+                       {n: r for n, r in p99.items() if n in names},
+                       dict(base.load_ms), base.switch_us, meta)
+
+
+def _torch_base(saved: Profile) -> Profile:
+    """The torch-plan latencies of a saved profile (its main table may be another path's)."""
+    rows = saved.meta.get("executors", {}).get("torch")
+    if not rows:
+        return saved
+    names = {s.name for s in saved.subnets}
+    if not names <= set(rows.get("median_ms", {})):
+        return saved
+    return replace(saved, median_ms={n: rows["median_ms"][n] for n in names},
+                   p99_ms={n: rows["p99_ms"][n] for n in names})
+
+
+def _renamed(deployed: Any) -> tuple[DeployedSubnet, ...]:
+    return tuple(replace(d, name=f"s{i}") for i, d in
+                 enumerate(sorted(deployed, key=lambda d: (d.macs, d.name))))
+
+
 def build_stack(cfg: StackConfig, log: Callable[[str], None] = lambda _: None,
-                policy: Policy | None = None) -> Stack:
+                policy: Policy | None = None, net: Any = None) -> Stack:
+    """Everything `cfg` describes (see the module doc). `net`: the checkpoint's SuperNet when
+    the caller already loaded it (the server reads its input shape before the stack is up)."""
     from ..checkpoint import load_checkpoint
 
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     policy = policy or make_policy(cfg.policy)  # fail fast on a bad name, before any work
-    net = load_checkpoint(cfg.checkpoint).supernet.eval()
+    if net is None:
+        net = load_checkpoint(cfg.checkpoint).supernet
+    net = net.eval()
     ident = checkpoint_identity(cfg.checkpoint)
     path = Path(cfg.profile) if cfg.profile else default_profile_path(cfg.checkpoint)
     threads = torch.get_num_threads()
     dataset_cache: list[Any] = []
+    stats_path = default_stats_path(cfg.checkpoint)
+    dkey = cfg.dataset_key()
+    known_accs = load_subnet_stats(net, stats_path, ident["sha256"], dkey, log)
 
     def dataset() -> Any:
         if not dataset_cache:
@@ -126,38 +394,103 @@ def build_stack(cfg: StackConfig, log: Callable[[str], None] = lambda _: None,
                                               **cfg.dataset_options))
         return dataset_cache[0]
 
+    # The candidate pool: what a frontier file names, or N spread evenly in MACs.
+    if cfg.deploy:
+        pairs = load_frontier(cfg.deploy)
+        pool, pool_accs = [c for c, _ in pairs], [a for _, a in pairs]
+    else:
+        pool, pool_accs = choose_deployment(net, cfg.num_subnets), [None] * cfg.num_subnets
+    pool_key = sorted(c.to_json() for c in pool)
+
     profile: Profile | None = None
     if path.is_file() and not cfg.reprofile:
         saved = Profile.load(path)
-        wanted = [c for c, _ in load_frontier(cfg.deploy)] if cfg.deploy else None
-        same_set = wanted is None or set(wanted) == {s.subnet for s in saved.subnets}
-        if same_set and (cfg.deploy or len(saved.subnets) == cfg.num_subnets) and saved.matches(
-                checkpoint=ident, threads=threads, max_batch=cfg.max_batch):
-            profile = saved
+        candidates = saved.meta.get("candidates")
+        if candidates is not None:
+            same_set = sorted(candidates) == pool_key \
+                and bool(saved.meta.get("keep_dominated")) == cfg.keep_dominated
+        else:  # a profile from before frontier filtering: its SubNets were the pool
+            same_set = sorted(s.subnet.to_json() for s in saved.subnets) == pool_key \
+                and cfg.keep_dominated
+        if same_set and saved.matches(checkpoint=ident, threads=threads,
+                                      max_batch=cfg.max_batch):
+            profile = _torch_base(saved)
             log(f"reusing profile {path}")
         else:
             log(f"profile {path} is for another checkpoint, machine, thread count or "
                 "deployment: measuring a new one")
-    if profile is not None:
-        subnets = [s.subnet for s in profile.subnets]
-        accs: list[float | None] = [s.acc for s in profile.subnets]
-    elif cfg.deploy:
-        pairs = load_frontier(cfg.deploy)
-        subnets, accs = [c for c, _ in pairs], [a for _, a in pairs]
-    else:
-        subnets, accs = choose_deployment(net, cfg.num_subnets), None
-    needs_data = any(c not in net.subnet_norms for c in subnets) or accs is None \
-        or any(a is None for a in accs)
-    deployed = prepare_deployment(net, subnets, accs, dataset=dataset() if needs_data else None)
-    runtime = SubNetActRuntime(net, deployed)
     reused = profile is not None
-    if profile is None:
+    if profile is not None:
+        deployed = tuple(profile.subnets)
+        missing = [s.subnet for s in deployed if s.subnet not in net.subnet_norms]
+        if missing:
+            prepare_deployment(net, missing, [s.acc for s in deployed
+                                              if s.subnet in missing],
+                               dataset=dataset(), show_progress=cfg.show_progress)
+        runtime = SubNetActRuntime(net, deployed)
+    else:
+        accs = [a if a is not None else known_accs.get(c) for c, a in
+                zip(pool, pool_accs, strict=True)]
+        needs_data = any(c not in net.subnet_norms for c in pool) or any(a is None for a in accs)
+        measured: dict[SubnetConfig, float] = {}
+
+        def write_back(c: SubnetConfig, acc: float) -> None:
+            measured[c] = acc
+            if cfg.save_stats:  # after each SubNet, so an interrupted start keeps its work
+                save_subnet_stats(net, stats_path, ident["sha256"], dkey, measured)
+
+        candidates = tuple(replace(d, name=f"c{i}") for i, d in enumerate(prepare_deployment(
+            net, pool, accs, dataset=dataset() if needs_data else None,
+            show_progress=cfg.show_progress, on_measured=write_back)))
+        dropped: list[dict[str, Any]] = []
+        kept = candidates
+        if not cfg.keep_dominated and len(candidates) > 1:
+            probe = SubNetActRuntime(net, candidates)
+            lat1 = {d.name: measure_latency_rows(probe.run, d.name, probe.input_shape(d.name),
+                                                 (1,), runs=cfg.profile_runs)[0][0]
+                    for d in candidates}
+            kept_list, dropped = pareto_filter(candidates, lat1)
+            kept = tuple(kept_list)
+        deployed = _renamed(kept)
+        new_name = {k.name: d.name for k, d in zip(sorted(kept, key=lambda d: (d.macs, d.name)),
+                                                   deployed, strict=True)}
+        for d in dropped:
+            d["candidate"] = d.pop("name")  # candidates are named c0.. by MACs
+            d["dominated_by"] = new_name[d["dominated_by"]]
+            log(f"not deploying candidate {d['candidate']} ({d['subnet']}): dominated by "
+                f"{d['dominated_by']}: {d['reason']}")
+        runtime = SubNetActRuntime(net, deployed)
         log(f"profiling {len(deployed)} SubNets at batch sizes up to {cfg.max_batch} "
             f"({threads} threads)")
         profile = measure_profile(runtime, max_batch=cfg.max_batch, runs=cfg.profile_runs,
-                                  checkpoint=ident)
+                                  checkpoint=ident, show_progress=cfg.show_progress)
+        profile.meta.update({
+            "candidates": pool_key, "keep_dominated": cfg.keep_dominated,
+            "frontier": {"criterion": "non-dominated in (acc, batch-1 median latency)",
+                         "measured_with": "torch", "dropped": dropped},
+            "executors": {"torch": {"median_ms": _rows(profile, "median_ms"),
+                                    "p99_ms": _rows(profile, "p99_ms")}},
+        })
         profile.save(path)
         log(f"saved profile {path}")
+    publisher = None
+    if cfg.executor != "torch":
+        executor = make_executor(cfg.executor, net, runtime.configs(), ExecutorConfig(
+            ort_memory_budget_mb=cfg.ort_memory_budget_mb,
+            cache_dir=cfg.ort_cache_dir or str(default_ort_cache_dir(cfg.checkpoint)),
+            checkpoint_sha256=ident["sha256"], threads=threads, background=cfg.ort_background))
+        assert isinstance(executor, OnnxRuntimeExecutor)
+        executor.log = log
+        runtime.use_executor(executor)
+        publisher = _ProfilePublisher(profile, runtime, executor, cfg, path, log)
+        executor.on_session(publisher.session_ready)
+        # Sessions found in the cache load here (no export), so a restart is served by them
+        # from the first request; missing ones build in the background.
+        executor.start()
+        profile = publisher.current
+    else:
+        profile = replace(profile, meta={**profile.meta, "executor": {
+            "name": "torch", "paths": {s.name: "torch" for s in profile.subnets}}})
     backend: Any = runtime
     tmp = None
     if policy.runtime_kind == "separate":
@@ -177,4 +510,7 @@ def build_stack(cfg: StackConfig, log: Callable[[str], None] = lambda _: None,
             backend = SeparateModelsRuntime(store, 1, runtime.input_shape(),
                                             runtime.num_classes)
         log(f"switch mode {cfg.switch_mode}: one SubNet held at a time")
-    return Stack(runtime, profile, policy, backend, path, reused, tmp)
+    stack = Stack(runtime, profile, policy, backend, path, reused, tmp, cfg.executor, publisher)
+    if publisher is not None:
+        publisher.listeners.append(lambda p: setattr(stack, "profile", p))
+    return stack
