@@ -36,7 +36,10 @@ def ckpt(tmp_path_factory):
     return tiny_checkpoint(tmp_path_factory.mktemp("serve-cli"))
 
 
-COMMON = ("--dataset", "synthetic", "-n", "2", "--max-batch", "2", "--threads", "1")
+# --keep-dominated: exactly the 2 SubNets spread in MACs (a random tiny SuperNet has no
+# meaningful frontier; filtering is tested in test_serve_executors.py).
+COMMON = ("--dataset", "synthetic", "-n", "2", "--max-batch", "2", "--threads", "1",
+          "--keep-dominated")
 
 
 @pytest.fixture(scope="module")

@@ -37,8 +37,11 @@ ServeCheckpointOpt = Annotated[
 ServeDeployOpt = Annotated[
     Path | None,
     typer.Option("--deploy", metavar="FRONTIER.json",
-                 help='SubNets to deploy: a JSON list of {"subnet": {...}, "acc": ...} '
-                 "(default: --num-subnets spread evenly in MACs)."),
+                 help="Candidate SubNets: the file `weightshare frontier` writes, or a JSON "
+                 'list of {"subnet": {...}, "acc": ...} (default: --num-subnets spread evenly '
+                 "in MACs). Only the non-dominated ones in (accuracy, batch-1 latency measured "
+                 "here) are deployed; the dropped ones and why are logged and kept in the "
+                 "profile."),
 ]
 ServeNumSubnetsOpt = Annotated[
     int, typer.Option("--num-subnets", "-n", min=1, help="SubNets to deploy without --deploy.")
@@ -62,6 +65,25 @@ ServeThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1,
                                                 help="Torch intra-op threads.")]
 ServeSloOpt = Annotated[float, typer.Option("--slo-ms", min=0.001,
                                        help="Default per-request deadline (ms).")]
+ServeExecutorOpt = Annotated[str, typer.Option(
+    "--executor", metavar="torch|onnxruntime|auto",
+    help="What runs each batch. torch: the elastic forward on the one SuperNet, weight "
+    "slices bound once per SubNet (least memory). onnxruntime: an optimized onnxruntime "
+    "session per deployed SubNet (fastest on CPU; each session holds its own copy of that "
+    "SubNet's weights), built in the background and cached on disk, the torch path serving "
+    "any SubNet whose session is not built yet. auto: onnxruntime's sessions, each SubNet "
+    "on whichever path was measured faster here (recorded in the profile).")]
+ServeOrtBudgetOpt = Annotated[float | None, typer.Option(
+    "--ort-memory-budget-mb", min=0.0, metavar="MB",
+    help="Most MB of onnxruntime sessions (default: no cap); SubNets beyond it are served by "
+    "the torch path. 0: no sessions.")]
+ServeOrtCacheOpt = Annotated[Path | None, typer.Option(
+    "--ort-cache-dir", metavar="DIR",
+    help="Where built onnxruntime sessions are kept (default: CKPT.onnxruntime/), keyed by "
+    "checkpoint SHA-256, SubNet, executor and onnxruntime version.")]
+ServeKeepDominatedOpt = Annotated[bool, typer.Option(
+    "--keep-dominated", help="Deploy every candidate SubNet, also those another one beats "
+    "in both accuracy and batch-1 latency (default: only the Pareto frontier).")]
 
 
 def _stack_config(checkpoint: Path, **kw: Any) -> Any:
@@ -109,53 +131,102 @@ def serve(
         "--switch-mode", metavar="full|delta",
         help="Hold one SubNet at a time: 'full' loads its whole extracted model per switch, "
         "'delta' reads only the missing weight slices (FastSwitch).")] = None,
+    executor: ServeExecutorOpt = "auto",
+    ort_memory_budget_mb: ServeOrtBudgetOpt = None,
+    ort_cache_dir: ServeOrtCacheOpt = None,
+    keep_dominated: ServeKeepDominatedOpt = False,
 ) -> None:
     """Serve a checkpoint over the Open Inference Protocol (KServe v2 / Triton HTTP): one
     SuperNet in memory, the SubNet and batch size chosen per batch by the policy (SlackFit by
     default) from the latency profile, measured once and saved beside the checkpoint.
+
+    Deployment: the candidate SubNets (--deploy FRONTIER.json, else --num-subnets spread in
+    MACs) minus any that another beats in both accuracy and batch-1 latency on this machine.
+
+    Startup: the HTTP server is up at once; /v2/health/live is 200 and /v2/health/ready 503
+    until BN recalibration, test accuracy and profiling (progress bars on stderr) are done.
+    Their results are saved beside the checkpoint (CKPT.subnet-stats.pt, CKPT.profile.json,
+    CKPT.onnxruntime/), so the next start is ready in seconds.
 
     Requests may set "parameters": {"slo_ms": 50}; answers say which SubNet served them.
     Ctrl-C drains in-flight requests, then exits. Subcommands: profile, simulate, runtime.
 
     Example:
 
-        weightshare serve --checkpoint runs/deps/checkpoint.pt --policy slackfit --slo-ms 100
+        weightshare serve --checkpoint runs/deps/checkpoint.pt --executor auto --slo-ms 100
     """
     if ctx.invoked_subcommand is not None:
         return
     if checkpoint is None:
         typer.echo(ctx.get_help())
         fail("--checkpoint is required to serve (or name a subcommand)")
+    import threading
+
     import uvicorn
 
+    from ..checkpoint import load_checkpoint
     from ..serve.metrics import ServeMetrics
-    from ..serve.server import ServerConfig, create_app
-    from ..serve.stack import build_stack
+    from ..serve.policies import make_policy
+    from ..serve.server import ServerConfig, WorkerSlot, create_app
+    from ..serve.stack import Stack, build_stack
     from ..serve.worker import InferenceWorker
 
     if host not in ("127.0.0.1", "localhost", "::1"):
         _log(f"warning: binding {host}: the server is reachable from other machines"
              + ("" if token else " without a token"))
-    stack = build_stack(_stack_config(
+    # Everything a user can get wrong fails here, before the server starts.
+    cfg = _stack_config(
         checkpoint, policy=policy, deploy=deploy, num_subnets=num_subnets, dataset=dataset,
         data_dir=data_dir, test_subset=test_subset, profile=profile, max_batch=max_batch,
-        threads=threads, switch_mode=switch_mode), log=_log)
+        threads=threads, switch_mode=switch_mode, executor=executor,
+        ort_memory_budget_mb=ort_memory_budget_mb,
+        ort_cache_dir=str(ort_cache_dir) if ort_cache_dir else None,
+        keep_dominated=keep_dominated, show_progress=True)
+    chosen_policy = make_policy(policy)
+    net = load_checkpoint(checkpoint).supernet
     metrics = ServeMetrics()
-    worker = InferenceWorker(stack.backend, stack.policy, stack.profile,
-                             queue_capacity=queue_size, metrics=metrics)
-    app_ = create_app(worker, stack.runtime.input_shape(), stack.runtime.num_classes,
+    slot = WorkerSlot(stage="loading the deployment")
+    app_ = create_app(slot, net.input_shape(), int(net.num_classes),
                       ServerConfig(model_name=model_name, slo_ms=slo_ms,
                                    max_request_batch=max_batch, token=token,
-                                   info={"checkpoint": str(checkpoint)}), metrics)
-    for s in stack.profile.subnets:
-        _log(f"  {s.name}: {fmt_count(s.macs)} MACs, {s.acc:.2f} %, "
-             f"{stack.profile.latency_ms(s.name, 1, 'median'):.2f} ms at batch 1")
-    _log(f"serving {model_name!r} with {stack.policy.describe()} on http://{host}:{port}/v2")
+                                   info={"checkpoint": str(checkpoint), "executor": executor}),
+                      metrics)
+    server = uvicorn.Server(uvicorn.Config(app_, host=host, port=port, log_level="warning",
+                                           timeout_graceful_shutdown=30))
+    stacks: list[Stack] = []
+
+    def start() -> None:
+        try:
+            slot.stage = "BN recalibration, test accuracy and profiling (see the server log)"
+            stack = build_stack(cfg, log=_log, policy=chosen_policy, net=net)
+            stacks.append(stack)
+            worker = InferenceWorker(stack.backend, stack.policy, stack.profile,
+                                     queue_capacity=queue_size, metrics=metrics)
+            stack.on_profile(worker.update_profile)
+            for s in stack.profile.subnets:
+                _log(f"  {s.name}: {fmt_count(s.macs)} MACs, {s.acc:.2f} %, "
+                     f"{stack.profile.latency_ms(s.name, 1, 'median'):.2f} ms at batch 1 "
+                     f"({stack.executor.path(s.name)})")
+            for d in stack.profile.meta.get("frontier", {}).get("dropped", []):
+                _log(f"  dropped {d['candidate']}: dominated by {d['dominated_by']} "
+                     f"({d['reason']})")
+            slot.attach(worker)
+            _log(f"ready: serving {model_name!r} with {stack.policy.describe()} "
+                 f"(executor {executor}) on http://{host}:{port}/v2")
+        except Exception as err:  # report it, fail liveness, and stop the server
+            slot.fail(f"{type(err).__name__}: {err}")
+            _log(f"error: startup failed: {type(err).__name__}: {err}")
+            server.should_exit = True
+
+    _log(f"listening on http://{host}:{port}/v2 (live now, ready once the deployment is up)")
+    threading.Thread(target=start, name="weightshare-startup", daemon=True).start()
     try:
-        uvicorn.run(app_, host=host, port=port, log_level="warning",
-                    timeout_graceful_shutdown=30)
+        server.run()
     finally:
-        stack.close()
+        for stack in stacks:
+            stack.close()
+    if slot.error is not None:
+        fail(f"startup failed: {slot.error}")
 
 
 @serve_app.command("profile")
@@ -170,12 +241,14 @@ def serve_profile(
     max_batch: ServeMaxBatchOpt = 32,
     runs: Annotated[int, typer.Option("--runs", min=1, help="Timed runs per batch size.")] = 20,
     threads: ServeThreadsOpt = None,
+    keep_dominated: ServeKeepDominatedOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Measure the latency profile the scheduler plans with: every deployed SubNet at batch
     sizes 1, 2, 4, ... up to --max-batch (median and p99), the time to load each as a
     separate model from disk, and the SubNetAct switch cost; saved as JSON with the machine,
-    thread count and checkpoint identity (`serve` reuses it while they match).
+    thread count and checkpoint identity (`serve` reuses it while they match). Candidates
+    dominated in (accuracy, batch-1 latency) are dropped unless --keep-dominated.
 
     Example:
 
@@ -186,7 +259,8 @@ def serve_profile(
     stack = build_stack(_stack_config(
         checkpoint, deploy=deploy, num_subnets=num_subnets, dataset=dataset, data_dir=data_dir,
         test_subset=test_subset, profile=profile, reprofile=True, max_batch=max_batch,
-        profile_runs=runs, threads=threads), log=_log)
+        profile_runs=runs, threads=threads, keep_dominated=keep_dominated,
+        show_progress=not as_json), log=_log)
     p = stack.profile
     if as_json:
         emit_json({"path": str(stack.profile_path), **p.to_dict()})
@@ -275,11 +349,15 @@ def serve_runtime(
     profile: ServeProfileOpt = None,
     max_batch: ServeMaxBatchOpt = 32,
     threads: ServeThreadsOpt = None,
+    executor: ServeExecutorOpt = "torch",
+    ort_memory_budget_mb: ServeOrtBudgetOpt = None,
+    keep_dominated: ServeKeepDominatedOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Report the SubNetAct runtime: bytes held for all deployed SubNets in one SuperNet vs
-    the same SubNets as separate extracted models, the switch cost between SubNets (µs) and
-    the cost of loading an extracted model from disk (ms).
+    the same SubNets as separate extracted models, and what the executor adds (--executor:
+    torch plan copies, or each onnxruntime session's bytes, built before reporting), the
+    switch cost between SubNets (µs) and the cost of loading an extracted model from disk.
 
     Example:
 
@@ -292,8 +370,10 @@ def serve_runtime(
 
     stack = build_stack(_stack_config(
         checkpoint, deploy=deploy, num_subnets=num_subnets, dataset=dataset, data_dir=data_dir,
-        test_subset=test_subset, profile=profile, max_batch=max_batch, threads=threads),
-        log=_log)
+        test_subset=test_subset, profile=profile, max_batch=max_batch, threads=threads,
+        executor=executor, ort_memory_budget_mb=ort_memory_budget_mb, ort_background=False,
+        keep_dominated=keep_dominated), log=_log)
+    stack.wait_executor()
     rt = stack.runtime
     mem = rt.memory()
     switch = rt.measure_switch_us()
@@ -308,6 +388,11 @@ def serve_runtime(
     typer.echo(f"SubNetAct: {mem['subnetact_bytes']:,} bytes (SuperNet "
                f"{mem['supernet_bytes']:,} + per-SubNet BN {mem['subnet_norm_bytes']:,}) for "
                f"{len(rt.names)} SubNets")
+    ex = mem["executor"]
+    typer.echo(f"executor {stack.executor_name}: +{ex['extra_bytes']:,} bytes "
+               f"({mem['executor_total_bytes']:,} in all)"
+               + (f"; sessions {ex['session_bytes']:,} bytes, on torch: "
+                  f"{sorted(ex['on_torch']) or 'none'}" if "sessions" in ex else ""))
     typer.echo(f"separate models: {mem['separate_total_bytes']:,} bytes "
                f"({mem['ratio_separate_over_subnetact']:.2f}x); process RSS "
                f"{(mem['rss_bytes'] or 0) / 2**20:.0f} MiB")

@@ -49,7 +49,8 @@ from .batching import QueueFull
 from .metrics import CONTENT_TYPE_LATEST, ServeMetrics
 from .worker import Completion, InferenceWorker, ShuttingDown
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "ServerConfig", "ServerThread", "create_app"]
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "ServerConfig", "ServerThread", "WorkerSlot",
+           "create_app"]
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -78,6 +79,40 @@ class ServerConfig:
             raise ValueError(f"slo_ms must be in (0, {self.max_slo_ms}], got {self.slo_ms}")
         if self.max_request_batch < 1:
             raise ValueError("max_request_batch must be >= 1")
+
+
+class WorkerSlot:
+    """Where the inference worker will be once startup is done.
+
+    The server answers from the first second: `/v2/health/live` is 200 while the
+    stack is built (recalibration, evaluation, profiling), `/v2/health/ready` and
+    the model endpoints say 503 until `attach(worker)`; `fail(message)` makes
+    liveness fail too, so an orchestrator restarts a server whose startup broke.
+    """
+
+    def __init__(self, worker: InferenceWorker | None = None, stage: str = "starting") -> None:
+        self.worker = worker
+        self.stage = stage
+        self.error: str | None = None
+        self._running = False
+        self._lock = threading.Lock()
+
+    def attach(self, worker: InferenceWorker) -> None:
+        with self._lock:
+            self.worker = worker
+            self.stage = "ready"
+            if self._running and not worker.alive:
+                worker.start()
+
+    def fail(self, message: str) -> None:
+        self.error = message
+        self.stage = f"startup failed: {message}"
+
+    def _started(self) -> None:
+        with self._lock:
+            self._running = True
+            if self.worker is not None and not self.worker.alive:
+                self.worker.start()
 
 
 class BadRequest(ValueError):
@@ -258,25 +293,34 @@ def _binary_output(req: dict[str, Any]) -> bool:
 
 
 # ---------------------------------------------------------------------- app
-def create_app(worker: InferenceWorker, input_shape: tuple[int, ...], num_classes: int,
-               config: ServerConfig | None = None, metrics: ServeMetrics | None = None
-               ) -> FastAPI:
-    """The FastAPI app in front of `worker` (started on startup, drained on shutdown)."""
+def create_app(worker: InferenceWorker | WorkerSlot, input_shape: tuple[int, ...],
+               num_classes: int, config: ServerConfig | None = None,
+               metrics: ServeMetrics | None = None) -> FastAPI:
+    """The FastAPI app in front of `worker` (started on startup, drained on shutdown).
+
+    `worker` may be a `WorkerSlot` still empty: the server is then live but not ready
+    until the slot is attached (see `WorkerSlot`).
+    """
     cfg = config or ServerConfig()
-    metrics = metrics or worker.metrics or ServeMetrics()
+    slot = worker if isinstance(worker, WorkerSlot) else WorkerSlot(worker, "ready")
+    metrics = metrics or (slot.worker.metrics if slot.worker else None) or ServeMetrics()
     input_shape = tuple(int(s) for s in input_shape)
+
+    def starting() -> JSONResponse:
+        return _error(503, f"server is not ready: {slot.stage}", {"Retry-After": "1"})
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if not worker.alive:
-            worker.start()
+        slot._started()
         yield
         # Uvicorn has already waited for in-flight HTTP requests; drain anything left.
-        await asyncio.to_thread(worker.stop, True)
+        if slot.worker is not None:
+            await asyncio.to_thread(slot.worker.stop, True)
 
     app = FastAPI(title="weightshare", version=__version__, lifespan=lifespan,
                   docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.worker, app.state.metrics, app.state.config = worker, metrics, cfg
+    app.state.slot, app.state.metrics, app.state.config = slot, metrics, cfg
+    app.state.worker = slot.worker
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -320,12 +364,17 @@ def create_app(worker: InferenceWorker, input_shape: tuple[int, ...], num_classe
     @app.get("/v2/health/live", response_class=Response,
              responses={200: _NO_BODY, 503: _NO_BODY})
     async def live() -> Response:
-        return Response(status_code=200 if worker.alive else 503)
+        w = slot.worker
+        if slot.error is not None:
+            return Response(status_code=503)
+        # Starting up (recalibrating, profiling) is alive: not yet ready.
+        return Response(status_code=200 if w is None or w.alive else 503)
 
     @app.get("/v2/health/ready", response_class=Response,
              responses={200: _NO_BODY, 503: _NO_BODY})
     async def ready() -> Response:
-        return Response(status_code=200 if worker.accepting else 503)
+        w = slot.worker
+        return Response(status_code=200 if w is not None and w.accepting else 503)
 
     async def model_metadata(request: Request, name: str, version: str | None = None
                              ) -> Response:
@@ -340,12 +389,16 @@ def create_app(worker: InferenceWorker, input_shape: tuple[int, ...], num_classe
     async def model_ready(request: Request, name: str, version: str | None = None) -> Response:
         if (err := guard(request, name, version)) is not None:
             return err
-        return Response(status_code=200 if worker.accepting else 503)
+        w = slot.worker
+        return Response(status_code=200 if w is not None and w.accepting else 503)
 
     async def model_config(request: Request, name: str, version: str | None = None
                            ) -> Response:
         if (err := guard(request, name, version)) is not None:
             return err
+        worker = slot.worker
+        if worker is None:
+            return starting()
         return JSONResponse({
             "name": cfg.model_name, "policy": worker.policy.describe(), "slo_ms": cfg.slo_ms,
             "max_batch_size": cfg.max_request_batch,
@@ -356,6 +409,9 @@ def create_app(worker: InferenceWorker, input_shape: tuple[int, ...], num_classe
         t_start = time.perf_counter()
         if (err := guard(request, name, version)) is not None:
             return err
+        worker = slot.worker
+        if worker is None:
+            return starting()
         body = await request.body()
         try:
             req, x = parse_infer_request(body, request.headers.get(_HEADER_LEN), input_shape,

@@ -109,6 +109,11 @@ class InferenceWorker:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def update_profile(self, profile: Profile) -> None:
+        """Plan with `profile` from the next decision on (e.g. an onnxruntime session became
+        ready, so a SubNet got faster). One attribute swap: the loop reads it per decision."""
+        self.profile = profile
+
     def pending(self) -> int:
         with self._cond:
             return len(self.queue) + (1 if self._busy else 0)
