@@ -131,6 +131,10 @@ def test_resume_after_sigkill_reaches_the_same_weights(tmp_path):
     ref_res = json.loads((tmp_path / "ref" / "results.json").read_text())
     got_res = json.loads((tmp_path / "killed" / "results.json").read_text())
     assert ref_res["acc"] == got_res["acc"]
+    # the steps replayed after the kill are logged once, not twice
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()
+             if '"kind": "train"' in line]
+    assert steps == list(range(1, 33))
 
 
 def test_ddp_two_ranks_match_one_process(tmp_path):

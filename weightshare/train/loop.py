@@ -25,6 +25,7 @@ from torch import Tensor
 
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import Dataset, load_dataset, make_loader
+from ..io import atomic_write_text
 from ..models import SuperNet, create_supernet
 from ..space import SubnetConfig
 from . import distributed as dist
@@ -194,8 +195,10 @@ class _Runner:
 class _Log:
     """JSONL + TensorBoard, rank 0 only; appends so a resumed run keeps one log."""
 
-    def __init__(self, out: Path, tensorboard: bool) -> None:
+    def __init__(self, out: Path, tensorboard: bool, resume_step: int | None = None) -> None:
         self.enabled = dist.rank() == 0
+        if self.enabled and resume_step is not None:
+            truncate_log(out / "log.jsonl", resume_step)
         # line-buffered: `tail -f log.jsonl` and a killed run keep every finished step
         self.file = open(out / "log.jsonl", "a", buffering=1) if self.enabled else None  # noqa: SIM115
         self.tb = None
@@ -218,6 +221,25 @@ class _Log:
             self.file.close()
         if self.tb is not None:
             self.tb.close()
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop the records after `step` that a killed run wrote past its last checkpoint.
+
+    A resumed run replays those steps; without this its log would hold them twice
+    and plots of it would be wrong. Records without a step (none today) are kept.
+    """
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut off by the kill
+        if record.get("step", 0) <= step and record.get("kind") != "final":
+            kept.append(line)
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
 
 
 def _settings(cfg: TrainConfig, steps_per_epoch: int) -> MethodSettings:
@@ -287,7 +309,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None
             runner.teacher = copy.deepcopy(net)
             runner.teacher.load_state_dict(teacher_state)
             runner.teacher.eval().requires_grad_(False)
-    log = _Log(out, cfg.tensorboard)
+    log = _Log(out, cfg.tensorboard, start_step if resume else None)
     last = total if cfg.max_steps is None else min(total, cfg.max_steps)
     bar = None
     if cfg.progress and dist.rank() == 0:
