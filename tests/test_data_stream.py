@@ -18,6 +18,7 @@ from weightshare.data import (
     DataWarning,
     FileSet,
     ImageSet,
+    Loader,
     load_dataset,
     make_loader,
     normalize,
@@ -86,6 +87,9 @@ def test_small_folder_stays_in_memory_unless_it_would_not_fit(folder: Path) -> N
     # 48 images x 3 x 16 x 16 bytes is ~37 KB: a 10 KB budget makes it stream by itself
     big = load_dataset("imagefolder", folder, image_size=SIZE, memory_limit_gb=1e-5, workers=0)
     assert isinstance(big.train, FileSet)
+    # the in-memory Loader refuses files and says what to use instead
+    with pytest.raises(TypeError, match="make_loader"):
+        Loader(big.train, big, 4, train=True)
 
 
 def test_order_is_a_function_of_seed_epoch_and_not_of_workers(ds) -> None:
@@ -310,8 +314,7 @@ def test_crop_resize_rejects_bad_input() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_tiny_deps_run_trains_from_a_streamed_folder(tmp_path: Path) -> None:
-    root = tmp_path / "ten"
+def _ten_class_folder(root: Path) -> Path:
     rng = np.random.default_rng(1)
     for c in range(10):
         d = root / "train" / f"class{c}"
@@ -320,20 +323,45 @@ def test_tiny_deps_run_trains_from_a_streamed_folder(tmp_path: Path) -> None:
         for i in range(10):
             a = np.clip(colour + rng.normal(0, 30, (36, 36, 3)), 0, 255).astype(np.uint8)
             Image.fromarray(a).save(d / f"{i}.png")
-    cfg = TrainConfig.load("tiny", [
+    return root
+
+
+@pytest.fixture(scope="module")
+def ten(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _ten_class_folder(tmp_path_factory.mktemp("ten") / "folder")
+
+
+def _tiny_stream_config(root: Path, out: Path, *extra: str) -> TrainConfig:
+    """The `tiny` preset, pointed at a streamed image folder (a narrower net keeps it fast)."""
+    return TrainConfig.load("tiny", [
         "dataset=imagefolder", f"data_dir={root}",
         "dataset_args={image_size: 32, stream: true, workers: 1, min_scale: 0.5}",
-        "train_subset=null", "test_subset=null", "calib_size=16", "epochs=2", "batch_size=16",
-        "eval_spread=0", "progress=false", "tensorboard=false", f"out={tmp_path / 'run'}",
+        "train_subset=null", "test_subset=null", "calib_size=16", "batch_size=16",
+        "eval_spread=0", "progress=false", "tensorboard=false", f"out={out}",
         "supernet_args={width_mult: 0.25, kernel_choices: [3], feature_dim: 32, "
-        "unit_widths: [16, 16, 24, 24, 32]}",
+        "unit_widths: [16, 16, 24, 24, 32]}", *extra,
     ])
-    res = train(cfg)
-    s = res.summary
+
+
+def test_tiny_deps_run_trains_from_a_streamed_folder_and_resumes_exactly(
+    ten: Path, tmp_path: Path
+) -> None:
+    whole = train(_tiny_stream_config(ten, tmp_path / "whole", "epochs=2"))
+    s = whole.summary
     # 100 files: 20 held out as test, 16 as calib, 64 train -> 4 steps of 16 per epoch
     assert s["steps"] == s["total_steps"] == 2 * 4
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "log.jsonl")
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "whole" / "log.jsonl")
               .read_text().splitlines() if '"kind": "train"' in line]
     assert len(losses) == 8 and all(math.isfinite(v) for v in losses)
     assert len(s["eval"]) == 4 and all(0.0 <= r["acc"] <= 100.0 for r in s["eval"])
-    assert len(res.supernet.subnet_norms) == 4  # BN recalibrated on the streamed calib split
+    assert len(whole.supernet.subnet_norms) == 4  # BN recalibrated on the streamed calib split
+    # Stop at step 3 of 4 in epoch 0: the checkpoint lands mid-epoch, and the resumed run
+    # (a new loader, new worker processes) must start at batch 3 of the same shuffled,
+    # augmented epoch to reach bit-identical weights.
+    train(_tiny_stream_config(ten, tmp_path / "cut", "epochs=2", "max_steps=3"))
+    resumed = train(_tiny_stream_config(ten, tmp_path / "cut", "epochs=2"), resume=True)
+    assert resumed.summary["steps"] == 8
+    ref, got = whole.supernet.state_dict(), resumed.supernet.state_dict()
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0, msg=k)
+    assert whole.summary["acc"] == resumed.summary["acc"]

@@ -219,7 +219,8 @@ def make_loader(data: ImageSet | FileSet, dataset: Dataset, batch_size: int,
     """
     from .stream import StreamingLoader  # imports the DataLoader machinery only when needed
 
-    kinds: dict[type, Any] = {ImageSet: Loader, FileSet: StreamingLoader}
-    if type(data) not in kinds:
-        raise TypeError(f"no loader for a split of type {type(data).__name__}")
-    return kinds[type(data)](data, dataset, batch_size, **options)
+    kinds: tuple[tuple[type, Any], ...] = ((ImageSet, Loader), (FileSet, StreamingLoader))
+    for kind, loader in kinds:
+        if isinstance(data, kind):
+            return loader(data, dataset, batch_size, **options)
+    raise TypeError(f"no loader for a split of type {type(data).__name__}")
