@@ -561,17 +561,24 @@ class OnnxRuntimeExecutor:
         rss1 = rss_bytes()
         return session, None if rss0 is None or rss1 is None else max(0, rss1 - rss0)
 
+    def _over_budget(self, name: str, size: int, what: str) -> bool:
+        if self.budget_bytes is None or self._used + size <= self.budget_bytes:
+            return False
+        self.skipped[name] = (f"memory budget: its {what} {size / 2**20:.3f} MiB would exceed "
+                              f"{self.budget_bytes / 2**20:.3f} MiB "
+                              f"({self._used / 2**20:.3f} MiB used)")
+        self.log(f"onnxruntime: {name} stays on the torch path ({self.skipped[name]})")
+        return True
+
     def _add(self, name: str) -> None:
-        est = self._estimate(name)
-        if self.budget_bytes is not None and self._used + est > self.budget_bytes:
-            self.skipped[name] = (f"memory budget: {est / 2**20:.2f} MiB more would exceed "
-                                  f"{self.budget_bytes / 2**20:.2f} MiB "
-                                  f"({self._used / 2**20:.2f} MiB used)")
-            self.log(f"onnxruntime: {name} stays on the torch path ({self.skipped[name]})")
+        cached = self._cached(name)
+        # Before any work: the cached graph's exact size, else the SubNet's weights (a lower
+        # bound: optimised graphs hold re-laid-out copies, so the built size is checked too).
+        if self._over_budget(name, cached.stat().st_size if cached else self._estimate(name),
+                             "session" if cached else "weights alone"):
             return
         t0 = time.perf_counter()
         session, hit, file_bytes, rss = None, False, 0, None
-        cached = self._cached(name)
         if cached is not None:
             try:
                 session, rss = self._open(cached)
@@ -584,6 +591,8 @@ class OnnxRuntimeExecutor:
                 session = None
         if session is None:
             session, file_bytes, rss = self._build(name)
+            if self._over_budget(name, file_bytes, "optimised session"):
+                return  # dropped: the graph stays cached on disk for a larger budget
         info = SessionInfo(session, session.get_inputs()[0].name, session.get_outputs()[0].name,
                            file_bytes, rss, time.perf_counter() - t0, hit)
         # The budget counts the optimised graph's bytes (its initialisers, which the session
