@@ -284,3 +284,56 @@ def test_frontier_measure_save_plot(net, table, data, tmp_path):
                                        "params", "latency_ms"}
     png = plot_frontier(points, tmp_path / "f.png")
     assert png.stat().st_size > 0
+
+
+def _pareto(net, n=4):
+    """A hand-made feasible Pareto set: accuracy and table latency rise together."""
+    from weightshare.search.nsga import Candidate, SearchResult
+
+    rng = random.Random(5)
+    subs = list(dict.fromkeys(net.space.sample(rng) for _ in range(20)))[:n]
+    cands = [Candidate(s, 70.0 + i, {"latency_ms": 1.0 + i, "macs": 1e6 * (i + 1),
+                                      "params": 1e5}) for i, s in enumerate(subs)]
+    return cands, SearchResult(cands, cands, len(cands), "latency_ms", {"latency_ms": 4.5})
+
+
+def test_verify_steps_down_until_the_measured_latency_meets_the_cap(net):
+    from weightshare.search.specialize import verify_pick
+    from weightshare.search.targets import Target
+
+    cands, res = _pareto(net)
+    measured = {c.subnet: c.costs["latency_ms"] * 1.4 for c in cands}  # table reads 40 % low
+    best, ver = verify_pick(res, Target("t", max_latency_ms=4.5),
+                            measure_ms=measured.__getitem__,
+                            measure_acc=lambda s: (61.5, 1000))
+    # predicted 4.0 ms (5.6 measured) and 3.0 ms (4.2 measured): the second is the pick
+    assert best is cands[2] and ver.measured_ms == pytest.approx(4.2)
+    assert [r["measured_ms"] for r in ver.rejected] == [pytest.approx(5.6)]
+    assert ver.measured_acc == 61.5 and ver.acc_images == 1000
+    assert best.acc == 72.0  # the prediction is kept beside the measurement, not replaced
+
+
+def test_verify_refuses_when_every_pick_misses_the_cap(net):
+    from weightshare.search.specialize import verify_pick
+    from weightshare.search.targets import Target
+
+    _, res = _pareto(net)
+    with pytest.raises(SearchError, match="all measured over it"):
+        verify_pick(res, Target("t", max_latency_ms=4.5), measure_ms=lambda s: 9.0)
+
+
+def test_specialize_with_measurement_meets_caps_when_measured(net, table, data):
+    """End to end: the table's own machine, real timings; the reported pick meets its cap."""
+    from weightshare.search.nsga import Evaluator
+    from weightshare.search.specialize import latency_fn, measured_test_accuracy
+    from weightshare.search.targets import Target
+
+    ev = Evaluator(net, lambda subs: [float(net.cost(s).macs) / 1e6 for s in subs], table)
+    measure = latency_fn(net, table, rounds=2, runs=10)
+    # a cap between the smallest and the largest as measured now, robust to a loaded machine
+    mid = 0.5 * (measure(net.space.smallest()) + measure(net.space.largest()))
+    [r] = specialize_targets(net, ev, [Target("t", max_latency_ms=mid)], pop_size=16,
+                             generations=3, measure_ms=measure,
+                             measure_acc=measured_test_accuracy(net, data))
+    assert r.verified.measured_ms <= mid
+    assert 0.0 <= r.verified.measured_acc <= 100.0 and r.verified.acc_images == len(data.test)

@@ -94,10 +94,16 @@ def _cal_summary(cal: dict[str, Any] | None) -> dict[str, Any] | None:
     return None if cal is None else {k: v for k, v in cal.items() if k != "subnets"}
 
 
-def _fmt_candidate(c: Any) -> str:
+def _fmt_candidate(c: Any, verified: Any = None) -> str:
+    """A candidate for people: measured numbers first, the predictions beside them."""
     lat = f", {c.costs['latency_ms']:.3f} ms" if "latency_ms" in c.costs else ""
-    return (f"acc {c.acc:.2f} %, {fmt_count(c.costs['macs'])} MACs, "
-            f"{fmt_count(c.costs['params'])} params{lat}")
+    acc = f"acc {c.acc:.2f} % (predicted)"
+    if verified is not None and verified.measured_acc is not None:
+        acc = (f"acc {verified.measured_acc:.2f} % measured on {verified.acc_images} test images "
+               f"(predicted {c.acc:.2f} %)")
+    if verified is not None and verified.measured_ms is not None:
+        lat = f", {verified.measured_ms:.3f} ms measured (table {c.costs['latency_ms']:.3f} ms)"
+    return f"{acc}, {fmt_count(c.costs['macs'])} MACs, {fmt_count(c.costs['params'])} params{lat}"
 
 
 @app.command()
@@ -305,12 +311,23 @@ def search(
     data_dir: DataDirOpt = None,
     population: PopulationOpt = 100,
     generations: GenerationsOpt = 50,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify",
+                           help="Re-measure each pick before reporting it: its latency on this "
+                           "machine (stepping down to a cheaper SubNet until it meets the cap) "
+                           "and its test accuracy after BN recalibration.")
+    ] = True,
     device: DeviceOpt = "cpu",
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
 ) -> None:
     """Find the most accurate SubNet within a latency / MACs / parameter budget, with no
     training: NSGA-II over the space, ranked by the fitted accuracy predictor.
+
+    The search believes its predictor and latency table, so it picks the SubNets they
+    flatter most; by default every pick is then measured (`--no-verify` skips that):
+    a pick over its latency cap is replaced by the next cheaper one, and the accuracy
+    shown is measured on the test set, with the prediction beside it.
 
     Give the limits with --max-latency-ms (needs --latency-table), --max-macs,
     --max-params, or many targets with --targets. A limit below the smallest SubNet's
@@ -333,11 +350,20 @@ def search(
     if goals is None:
         raise ValueError("give a limit (--max-latency-ms, --max-macs, --max-params) or --targets; "
                          "for the whole frontier use `weightshare frontier`")
-    _, evaluator, source, _ = _load_for_search(checkpoint, latency_table, measured, dataset,
-                                               data_dir, device)
+    ck, evaluator, source, data = _load_for_search(checkpoint, latency_table, measured, dataset,
+                                                   data_dir, device)
+    measure_ms = measure_acc = None
+    if verify:
+        from ..search.specialize import dataset_for, latency_fn, measured_test_accuracy
+
+        if evaluator.table is not None:
+            measure_ms = latency_fn(evaluator.net, evaluator.table)
+        data = data if data is not None else dataset_for(ck, dataset, data_dir)
+        measure_acc = measured_test_accuracy(evaluator.net, data, device=device)
     results = specialize_targets(evaluator.net, evaluator, goals, objective=objective,
                                  pop_size=population, generations=generations, seed=seed,
-                                 progress=not as_json)
+                                 progress=not as_json, measure_ms=measure_ms,
+                                 measure_acc=measure_acc)
     written = []
     if output is not None:
         for r in results:
@@ -351,8 +377,11 @@ def search(
         emit_json(rows if targets is not None else rows[0])
         return
     for i, r in enumerate(results):
-        typer.echo(f"{r.target.name} {r.target.constraints}: {_fmt_candidate(r.best)} "
+        typer.echo(f"{r.target.name} {r.target.constraints}: {_fmt_candidate(r.best, r.verified)} "
                    f"[{source}; {r.result.evaluations} evaluations, {r.seconds:.1f} s]")
+        for rej in (r.verified.rejected if r.verified else None) or []:
+            typer.echo(f"  stepped down: a pick predicted at {rej['predicted_ms']:.3f} ms measured "
+                       f"{rej['measured_ms']:.3f} ms")
         typer.echo(f"  {r.best.subnet.to_json()}")
         if written:
             typer.echo(f"  wrote {written[i]} (weightshare export -c {checkpoint} --subnet "

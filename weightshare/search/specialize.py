@@ -8,12 +8,13 @@ target with the infeasibility check first.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from .common import SearchError
 from .nsga import AccuracyFn, Candidate, Evaluator, SearchResult, nsga2_search, require_feasible
 from .predictor import holdout_split, load_predictor
 from .targets import Target, check_feasible
@@ -24,7 +25,8 @@ if TYPE_CHECKING:
     from ..models import SuperNet
     from ..space import SubnetConfig
 
-__all__ = ["TargetResult", "dataset_for", "accuracy_fn", "specialize_targets"]
+__all__ = ["TargetResult", "Verification", "dataset_for", "accuracy_fn", "specialize_targets",
+           "verify_pick", "measured_test_accuracy", "latency_fn"]
 
 
 def dataset_for(ck: Checkpoint, name: str | None = None,
@@ -81,26 +83,115 @@ def accuracy_fn(net: SuperNet, checkpoint: str | os.PathLike, *, measured: bool 
 
 
 @dataclass
+class Verification:
+    """What the chosen SubNet measured, and the picks that were measured over the cap first.
+
+    The search ranks by a predicted accuracy and a latency *table*; it picks exactly the
+    SubNets whose latency the table underestimates and whose accuracy the predictor
+    overestimates most. So a pick is re-measured before anyone sees it.
+    """
+
+    measured_ms: float | None = None
+    measured_acc: float | None = None
+    acc_images: int = 0
+    rejected: list[dict[str, Any]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"measured_latency_ms": self.measured_ms, "measured_acc": self.measured_acc,
+                "measured_acc_images": self.acc_images, "rejected": self.rejected or []}
+
+
+@dataclass
 class TargetResult:
     target: Target
     result: SearchResult
     best: Candidate
     seconds: float
+    verified: Verification | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.target.name, "constraint": self.target.constraints,
-                "subnet": self.best.subnet.to_dict(), "predicted_acc": self.best.acc,
-                **self.best.costs, "evaluations": self.result.evaluations,
-                "search_s": self.seconds}
+        out = {"name": self.target.name, "constraint": self.target.constraints,
+               "subnet": self.best.subnet.to_dict(), "predicted_acc": self.best.acc,
+               **self.best.costs, "evaluations": self.result.evaluations,
+               "search_s": self.seconds}
+        if self.verified is not None:
+            out.update(self.verified.to_dict())
+        return out
+
+
+MeasureMs = Callable[["SubnetConfig"], float]
+MeasureAcc = Callable[["SubnetConfig"], tuple[float, int]]
+
+
+def verify_pick(result: SearchResult, target: Target, *, measure_ms: MeasureMs | None = None,
+                measure_acc: MeasureAcc | None = None,
+                max_tries: int = 10) -> tuple[Candidate, Verification]:
+    """The most accurate feasible SubNet that also meets the latency cap when *measured*.
+
+    Walks the search's feasible Pareto set from its most accurate member down (each step
+    is a cheaper SubNet), measuring latency until one is within the cap; then measures
+    that one's accuracy. Raises SearchError when `max_tries` measured picks all miss.
+    """
+    cap = target.max_latency_ms
+    ranked = sorted(result.pareto, key=lambda c: (-c.acc, c.costs.get(result.objective, 0.0)))
+    if not ranked:
+        raise SearchError(f"target {target.name!r}: the search found no feasible SubNet")
+    rejected: list[dict[str, Any]] = []
+    chosen, ms = ranked[0], None
+    if cap is not None and measure_ms is not None:
+        for cand in ranked[:max_tries]:
+            ms = measure_ms(cand.subnet)
+            if ms <= cap:
+                chosen = cand
+                break
+            rejected.append({"subnet": cand.subnet.to_dict(), "predicted_ms":
+                             cand.costs.get("latency_ms"), "measured_ms": ms})
+        else:
+            worst = min(r["measured_ms"] for r in rejected)
+            raise SearchError(
+                f"target {target.name!r}: the {len(rejected)} most accurate SubNets within the "
+                f"table's {cap:g} ms all measured over it (fastest {worst:.3f} ms); rebuild the "
+                "latency table on this machine (`weightshare profile`) or raise the cap")
+    acc, images = (measure_acc(chosen.subnet) if measure_acc is not None else (None, 0))
+    return chosen, Verification(ms, acc, images, rejected)
+
+
+def latency_fn(net: SuperNet, table: Any, *, rounds: int = 3, runs: int = 30) -> MeasureMs:
+    """End-to-end milliseconds of a SubNet on this machine, as the table's own check times it."""
+    from .latency_table import measure_end_to_end
+
+    def fn(subnet: SubnetConfig) -> float:
+        per_round = measure_end_to_end(net, [subnet], batch=table.batch, device=table.device,
+                                       rounds=rounds, runs=runs)[0]
+        return min(per_round)
+
+    return fn
+
+
+def measured_test_accuracy(net: SuperNet, dataset: Dataset, *,
+                     device: str | torch.device = "cpu") -> MeasureAcc:
+    """Test top-1 after BN recalibration on calib: the number `weightshare evaluate` reports."""
+    from ..train.evaluate import accuracy, recalibrate
+
+    def fn(subnet: SubnetConfig) -> tuple[float, int]:
+        if subnet not in net.subnet_norms:
+            recalibrate(net, subnet, dataset, device=device)
+        return accuracy(net, subnet, dataset, device=device), len(dataset.test)
+
+    return fn
 
 
 def specialize_targets(net: SuperNet, evaluator: Evaluator, targets: Sequence[Target], *,
                        objective: str | None = None, pop_size: int = 100, generations: int = 50,
-                       seed: int = 0, progress: bool = False) -> list[TargetResult]:
+                       seed: int = 0, progress: bool = False,
+                       measure_ms: MeasureMs | None = None,
+                       measure_acc: MeasureAcc | None = None) -> list[TargetResult]:
     """One constrained NSGA-II per target (all sharing `evaluator`); its most accurate SubNet.
 
     Every target is checked against the smallest SubNet's costs first, so an
-    impossible one fails before any search runs.
+    impossible one fails before any search runs. With `measure_ms` / `measure_acc`
+    each pick is verified (`verify_pick`): it meets its latency cap when measured,
+    and its accuracy is measured, not predicted.
     """
     import time
 
@@ -116,5 +207,8 @@ def specialize_targets(net: SuperNet, evaluator: Evaluator, targets: Sequence[Ta
                            pop_size=pop_size, generations=generations, seed=seed,
                            progress=progress)
         require_feasible(res, f"the search for target {t.name!r}")
-        out.append(TargetResult(t, res, res.best(), time.perf_counter() - t0))
+        best, verified = res.best(), None
+        if measure_ms is not None or measure_acc is not None:
+            best, verified = verify_pick(res, t, measure_ms=measure_ms, measure_acc=measure_acc)
+        out.append(TargetResult(t, res, best, time.perf_counter() - t0, verified))
     return out
