@@ -246,19 +246,16 @@ def _register_mbv3() -> None:
             k = w.shape[-1]
             a = _ACT_INPLACE[act]
             if k == 1 and groups == 1 and stride == 1 and LAYOUT == "cl_linear":
-                # 1x1 conv on channels-last memory is one matmul over (N*H*W, C): F.linear on
-                # the NHWC view, with the weight a (possibly strided) view of the SuperNet's.
-                if w.is_contiguous():
-                    g, b, mean, var = bn_terms(bn, c)
-                    eps = bn.eps
-                    w2 = w[:, :, 0, 0]
-                    return lambda x: a(F.batch_norm(
-                        F.linear(x.permute(0, 2, 3, 1), w2).permute(0, 3, 1, 2), mean, var, g, b,
-                        False, 0.0, eps))
-                fw, fb = fold(w, bn, c)
-                fw2 = fw[:, :, 0, 0].contiguous()
-                copied[-2] = fw2
-                return lambda x: a(F.linear(x.permute(0, 2, 3, 1), fw2, fb).permute(0, 3, 1, 2))
+                # A 1x1 conv on channels-last memory is one matmul over (N*H*W, C): F.linear on
+                # the NHWC view, the weight a view of the SuperNet's even when strided (a
+                # narrower input width), so the 1x1 convs -- nearly all the weights -- are never
+                # copied. BN stays its own op on views (folding would copy the weight).
+                g, b, mean, var = bn_terms(bn, c)
+                eps = bn.eps
+                w2 = w[:, :, 0, 0]
+                return lambda x: a(F.batch_norm(
+                    F.linear(x.permute(0, 2, 3, 1), w2).permute(0, 3, 1, 2), mean, var, g, b,
+                    False, 0.0, eps))
             if w.is_contiguous() and k == 1 and groups == 1:
                 # A view into the SuperNet (no copy): keep BN as its own op on views.
                 g, b, mean, var = bn_terms(bn, c)

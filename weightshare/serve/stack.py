@@ -382,7 +382,6 @@ def build_stack(cfg: StackConfig, log: Callable[[str], None] = lambda _: None,
     dataset_cache: list[Any] = []
     stats_path = default_stats_path(cfg.checkpoint)
     dkey = cfg.dataset_key()
-    known_accs = load_subnet_stats(net, stats_path, ident["sha256"], dkey, log)
 
     def dataset() -> Any:
         if not dataset_cache:
@@ -401,6 +400,9 @@ def build_stack(cfg: StackConfig, log: Callable[[str], None] = lambda _: None,
     else:
         pool, pool_accs = choose_deployment(net, cfg.num_subnets), [None] * cfg.num_subnets
     pool_key = sorted(c.to_json() for c in pool)
+    # After choosing the pool (which prefers SubNets the checkpoint has statistics for), so
+    # the statistics written back by an earlier start do not change what the pool is.
+    known_accs = load_subnet_stats(net, stats_path, ident["sha256"], dkey, log)
 
     profile: Profile | None = None
     if path.is_file() and not cfg.reprofile:
