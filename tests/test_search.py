@@ -337,3 +337,19 @@ def test_specialize_with_measurement_meets_caps_when_measured(net, table, data):
                              measure_acc=measured_test_accuracy(net, data))
     assert r.verified.measured_ms <= mid
     assert 0.0 <= r.verified.measured_acc <= 100.0 and r.verified.acc_images == len(data.test)
+
+
+def test_predictor_files_say_predictor_and_legacy_names_are_renamed(tmp_path):
+    ck = tmp_path / "checkpoint.pt"
+    paths = predictor_paths(ck)
+    assert [p.name for p in paths.values()] == [
+        "checkpoint.predictor.jsonl", "checkpoint.predictor.safetensors", "checkpoint.predictor.json"]
+    (tmp_path / "checkpoint.json").write_text(json.dumps({"format": "weightshare-accuracy-predictor"}))
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"w")
+    paths = predictor_paths(ck)
+    assert paths["meta"].is_file() and paths["weights"].read_bytes() == b"w"
+    assert not (tmp_path / "checkpoint.json").exists()
+    # a JSON beside the checkpoint that is not a predictor is left alone
+    (tmp_path / "other.json").write_text("{}")
+    assert not predictor_paths(tmp_path / "other.pt")["meta"].exists()
+    assert (tmp_path / "other.json").exists()

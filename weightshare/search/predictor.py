@@ -82,9 +82,25 @@ class Sample:
 def predictor_paths(checkpoint: str | os.PathLike) -> dict[str, Path]:
     """Where the samples, weights and metadata of `checkpoint`'s predictor live (beside it)."""
     ck = Path(checkpoint)
-    base = ck.with_name(ck.stem + ".predictor")
-    return {"samples": base.with_suffix(".jsonl"), "weights": base.with_suffix(".safetensors"),
-            "meta": base.with_suffix(".json")}
+    # CKPT.predictor.{jsonl,safetensors,json}: the word "predictor" stays in the name. (Before
+    # 0.2 a with_suffix() slip wrote CKPT.jsonl / CKPT.safetensors / CKPT.json, which read as
+    # the SuperNet's own weights; those legacy files are still found and renamed on load.)
+    paths = {key: ck.with_name(f"{ck.stem}.predictor.{ext}")
+             for key, ext in (("samples", "jsonl"), ("weights", "safetensors"), ("meta", "json"))}
+    legacy = {key: ck.with_name(f"{ck.stem}.{ext}")
+              for key, ext in (("samples", "jsonl"), ("weights", "safetensors"), ("meta", "json"))}
+    if not paths["meta"].exists() and legacy["meta"].is_file() and _is_predictor(legacy["meta"]):
+        for key in paths:
+            if legacy[key].exists() and not paths[key].exists():
+                legacy[key].rename(paths[key])
+    return paths
+
+
+def _is_predictor(meta: Path) -> bool:
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def holdout_split(dataset: Dataset) -> tuple[Dataset, ImageSet]:

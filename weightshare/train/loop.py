@@ -373,6 +373,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None
             bar.close()
     summary: dict[str, Any] = {"method": cfg.method, "steps": step, "total_steps": total,
                                "epochs": cfg.epochs, "train_macs": train_macs, "wall_s": wall,
+                               "train_images": len(data.train), "calib_images": len(data.calib),
+                               "test_images": len(data.test),
                                "history": history, "config": cfg.to_dict()}
     if step >= total and dist.rank() == 0:
         subnets = evaluation_subnets(net, cfg.eval_spread, cfg.eval_seed)
