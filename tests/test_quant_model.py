@@ -165,3 +165,104 @@ def test_genotype_errors(tmp_path):
     d["bits"].pop(paths[0])
     with pytest.raises(GenotypeError, match="do not match its architecture"):
         DerivedNetwork(Genotype.from_dict(d))
+
+
+# --------------------------------------------------- the reference's search (issue 19)
+def _search_net(bits=(2, 4)) -> SearchNetwork:
+    torch.manual_seed(0)
+    return SearchNetwork(SPEC, bits=bits)
+
+
+def test_defaults_are_the_references():
+    from weightshare.quant.config import QuantConfig
+
+    cfg = QuantConfig()
+    assert (cfg.bits, cfg.fixed_bits, cfg.gamma_weight_decay) == ([2, 4], 32, 1e-3)
+    net = _search_net()
+    assert net.bit_choices == (2, 4)
+    # stem and classifier float and not searched
+    assert net.stem.qconv.w_bits == net.classifier.a_bits == (32,)
+    assert net.stem.qconv.gamma_wt is None and net.classifier.gamma_act is None
+
+
+def test_one_gamma_pair_per_op_edge_and_cell_shared_by_its_convs():
+    net = _search_net()
+    pairs = net.bit_gammas()
+    n_edges = len(SPEC.reduction_layers) * 0 + 5  # 2 + 3 edges per cell
+    reduction_edges_stride2 = 2 + 2  # node 0: inputs 0, 1; node 1: inputs 0, 1
+    conv_ops = 4  # sep 3x3, sep 5x5, dil 3x3, dil 5x5
+    # per cell: pre0 + pre1, each edge's conv ops, and skip_connect's FactorizedReduce on
+    # a reduction cell's stride-2 edges
+    expected = SPEC.layers * (2 + n_edges * conv_ops) + 2 * reduction_edges_stride2
+    assert len(pairs) == expected
+    assert "cells.1.edges.0_0.gammas.skip_connect" in pairs  # cell 1 is a reduction cell
+    assert "cells.0.edges.0_0.gammas.skip_connect" not in pairs  # identity: no conv
+    # the four convs of a sep_conv read the one pair of their op; distinct ops do not share
+    sep = net.cells[0].edges["0_1"].ops["sep_conv_3x3"]
+    convs = [m for m in sep.modules() if isinstance(m, QConv)]
+    shared = net.cells[0].edges["0_1"].gammas["sep_conv_3x3"]
+    assert len(convs) == 4 and all(c.bit_gammas is shared for c in convs)
+    assert net.cells[0].edges["0_1"].gammas["sep_conv_5x5"] is not shared
+    assert net.cells[2].edges["0_1"].gammas["sep_conv_3x3"] is not shared  # not across cells
+    fr = [m for m in net.cells[2].pre0.modules() if isinstance(m, QConv)]  # after a reduction
+    assert len(fr) == 2 and fr[0].bit_gammas is fr[1].bit_gammas is \
+        net.cells[2].pre_gammas["pre0"]
+    # each parameter once: stored under the op, not under every conv
+    names = [n for n, _ in net.named_parameters() if "gamma_" in n]
+    assert len(names) == 2 * expected == len(net.gamma_parameters())
+    assert all(".gammas." in n or ".pre_gammas." in n for n in names)
+    # init 1e-3 x randn: not all equal, small
+    g = torch.cat([p.detach() for p in net.gamma_parameters()])
+    assert 0 < g.abs().max() < 1e-2 and g.std() > 1e-4
+    # derivation gives all convs of one op the same bits
+    with torch.no_grad():
+        shared.gamma_wt.copy_(torch.tensor([5.0, 0.0]))
+        shared.gamma_act.copy_(torch.tensor([0.0, 5.0]))
+    assert {c.chosen_bits() for c in convs} == {(2, 4)}
+
+
+def test_complexity_loss_is_the_unweighted_gamma_sum():
+    from weightshare.quant.cost import complexity_loss
+
+    net = _search_net()
+    macs = conv_macs(net, (1, 16, 16))
+    convs = list(net.searched_convs())
+    first = convs[0]
+    assert first[0] == "cells.0.pre0.qconv"
+    # partial channels: an edge op sees C/k = 2 of cell 0's 8 channels (16x16, stride 1)
+    assert macs["cells.0.edges.0_0.ops.sep_conv_3x3.1.qconv"] == 2 * 2 * 16 * 16
+    assert macs[first[0]] == 24 * 8 * 16 * 16  # stem's 3C=24 -> C=8, 1x1
+    with torch.no_grad():
+        by_hand = sum(macs[p] * float(c.expected_bits()[0]) * float(c.expected_bits()[1])
+                      for p, c in convs) / macs[first[0]]
+    cost = complexity_loss(net, macs)
+    assert cost.item() == pytest.approx(by_hand, rel=1e-5)
+    # gammas only: alphas and betas do not enter it, neither do the weights
+    grads = torch.autograd.grad(cost, net.arch_parameters() + net.weight_parameters()[:5],
+                                allow_unused=True)
+    assert all(g is None for g in grads)
+    with torch.no_grad():
+        net.alphas_normal.normal_(0, 5)
+        net.betas_reduce.normal_(0, 5)
+    assert complexity_loss(net, macs).item() == pytest.approx(cost.item(), rel=1e-6)
+    # every candidate conv counts in full: all at 2/2 bits it is 4 x the MAC ratio sum,
+    # all at 4/4 bits 16 x, whatever the op weights
+    total = sum(macs[p] for p, _ in convs) / macs[first[0]]
+    for bit_idx, bb in ((0, 4), (1, 16)):
+        with torch.no_grad():
+            for g in net.gamma_parameters():
+                g.zero_()
+                g[bit_idx] = 50.0
+        assert complexity_loss(net, macs).item() == pytest.approx(bb * total, rel=1e-4)
+
+
+def test_pooling_ops_have_a_batchnorm_in_the_mixed_op():
+    net = _search_net()
+    ops = net.cells[0].edges["0_0"].ops
+    for name, pool in (("max_pool_3x3", nn.MaxPool2d), ("avg_pool_3x3", nn.AvgPool2d)):
+        op = ops[name]
+        assert isinstance(op, nn.Sequential) and isinstance(op[0], pool)
+        assert isinstance(op[1], nn.BatchNorm2d) and not op[1].affine
+    x = torch.randn(4, 2, 16, 16) * 7 + 3
+    out = ops["max_pool_3x3"](x)
+    assert out.mean().abs() < 1e-4 and (out.var() - 1).abs() < 0.05

@@ -136,3 +136,42 @@ def test_retrain_resume_and_corrupt_checkpoint(tmp_path):
     ckpt.write_bytes(ckpt.read_bytes()[:100])
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_retrained(ckpt)
+
+
+def test_the_architecture_step_is_cross_entropy_only(tmp_path, monkeypatch):
+    """lambda moves bit widths, never operations (the reference's architect: CE only).
+
+    The complexity loss may enter a backward pass only in the weight/gamma step (where
+    the gammas take gradients); the architecture step (weights and gammas frozen) must
+    never compute it, and the monitor (expected BitOps) only without autograd.
+    """
+    import weightshare.quant.search as search_mod
+
+    calls = {"weight_step": 0}
+    real_cost, real_monitor = search_mod.complexity_loss, search_mod.expected_bitops
+
+    def cost(net, macs):
+        if torch.is_grad_enabled():
+            assert all(p.requires_grad for p in net.gamma_parameters()), \
+                "complexity loss computed in the architecture step"
+            calls["weight_step"] += 1
+        return real_cost(net, macs)
+
+    def monitor(net, macs, **kw):
+        assert not torch.is_grad_enabled(), "expected BitOps must not enter a loss"
+        return real_monitor(net, macs, **kw)
+
+    monkeypatch.setattr(search_mod, "complexity_loss", cost)
+    monkeypatch.setattr(search_mod, "expected_bitops", monitor)
+    c = search(fast_config("lambda=1000", "warmup_epochs=0"), tmp_path / "c")
+    assert calls["weight_step"] == c.summary["steps"] == 8
+    assert all(h["arch_on"] for h in c.summary["history"])
+    # and there lambda drives the gammas (only them) to 2 bits
+    pairs = c.network.bit_gammas().values()
+    assert all(torch.softmax(g.gamma_wt, 0)[0] > 0.9 and torch.softmax(g.gamma_act, 0)[0] > 0.9
+               for g in pairs)
+    trace = c.summary["trace"]
+    assert trace[0]["step"] == 0 and trace[-1]["step"] == 8
+    assert trace[-1]["complexity"] < 0.5 * trace[0]["complexity"]
+    assert trace[-1]["expected_mbitops"] < trace[0]["expected_mbitops"]
+    assert set(trace[-1]["gammas"]) == set(c.network.bit_gammas())

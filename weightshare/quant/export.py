@@ -3,13 +3,16 @@
 The graph is written node by node from the `DerivedNetwork` (not traced), so
 each quantizer becomes the standard QDQ pattern an integer runtime fuses:
 
-* activations at b < 32 bits: ``Clip(0, (2**b - 1) * step)`` (the ReLU and the
+* activations at 2/4 bits: ``Clip(0, (2**b - 1) * step)`` (the ReLU and the
   clip level) -> ``QuantizeLinear(step, uint8 0)`` -> ``DequantizeLinear``;
-  32 bits: ``Relu``.
+  8 bits (per-channel range measured on the batch, as in training):
+  ``Relu`` -> ``ReduceMax`` over (N, H, W) / 255 -> per-axis ``QuantizeLinear``
+  / ``DequantizeLinear`` (axis 1) with that scale; 32 bits: ``Relu``.
 * weights at b < 32 bits: integer codes stored as an initializer ->
   ``DequantizeLinear``. The weight grid is mid-rise, levels ``(k + 0.5) * step``,
-  so codes are the odd integers ``2k + 1`` with scale ``step / 2``: int8 up to
-  7 bits, int16 at 8 bits (``2k + 1`` reaches +-255), hence opset 21.
+  so codes are the odd integers ``2k + 1`` with scale ``step / 2``: int8 at 2/4
+  bits, int16 at 8 bits (``2k + 1`` reaches +-255; one scale per output channel,
+  axis 0), hence opset 21.
 * BatchNorm stays a BatchNormalization node (inference statistics), so the
   graph computes exactly what the PyTorch fake-quant model computes.
 
@@ -32,7 +35,7 @@ from ..export import ExportError, ExportReport, verify_onnx
 from ..io import atomic_path
 from .derived import DerivedCell, DerivedNetwork
 from .ops import ConvBN, FactorizedReduce, QConv, Zero
-from .quantizers import ACT_STEPS, FLOAT_BITS, act_clip, weight_codes
+from .quantizers import ACT_STEPS, FLOAT_BITS, PER_CHANNEL_BITS, act_clip, weight_codes
 
 __all__ = ["OPSET", "export_quant_onnx", "quant_onnx_model"]
 
@@ -64,9 +67,18 @@ class _Graph:
         return out
 
 
-def _act(g: _Graph, x: str, bits: int) -> str:
+def _act(g: _Graph, x: str, bits: int, channels: int) -> str:
     if bits == FLOAT_BITS:
         return g.op("Relu", [x])
+    if bits in PER_CHANNEL_BITS:
+        y = g.op("Relu", [x])
+        m = g.op("ReduceMax", [y, g.const(np.array([0, 2, 3], np.int64), "axes")],
+                 keepdims=0)
+        scale = g.op("Max", [g.op("Div", [m, g.const(np.float32(2**bits - 1), "levels")]),
+                             g.const(np.float32(1e-12), "tiny")], "act_scale")
+        zp = g.const(np.zeros(channels, np.uint8), "act_zp")
+        q = g.op("QuantizeLinear", [y, scale, zp], "act_q", axis=1)
+        return g.op("DequantizeLinear", [q, scale, zp], "act_dq", axis=1)
     step = np.float32(ACT_STEPS[bits])
     lo, hi = g.const(np.float32(0.0), "zero"), g.const(np.float32(act_clip(bits)), "clip")
     clipped = g.op("Clip", [x, lo, hi])
@@ -83,6 +95,11 @@ def _weight(g: _Graph, conv: QConv) -> str:
     k, step = weight_codes(w, bits)
     dtype = np.int8 if bits < 8 else np.int16
     codes = g.const((2 * k + 1).numpy().astype(dtype), "w_codes")
+    if bits in PER_CHANNEL_BITS:  # one scale per output channel
+        half = (step.reshape(-1) / 2).numpy().astype(np.float32)
+        scale = g.const(half, "w_scale")
+        zp = g.const(np.zeros(half.shape, dtype), "w_zp")
+        return g.op("DequantizeLinear", [codes, scale, zp], "w_dq", axis=0)
     scale = g.const(np.float32(float(step) / 2), "w_scale")
     return g.op("DequantizeLinear", [codes, scale, g.const(dtype(0), "w_zp")], "w_dq")
 
@@ -91,7 +108,7 @@ def _qconv(g: _Graph, x: str, conv: QConv) -> str:
     if len(conv.w_bits) != 1 or len(conv.a_bits) != 1:
         raise ExportError("only networks with one bit width per layer can be exported")
     c = conv.conv
-    inp = _act(g, x, conv.a_bits[0]) if conv.quantize_input else x
+    inp = _act(g, x, conv.a_bits[0], c.in_channels) if conv.quantize_input else x
     ins = [inp, _weight(g, conv)]
     if c.bias is not None:
         ins.append(g.const(c.bias.detach().numpy(), "b"))

@@ -1,18 +1,41 @@
-"""Fake quantizers with straight-through gradients: HWGQ for activations, std-scaled uniform for weights.
+"""Fake quantizers with straight-through gradients: HWGQ / std-scaled uniform at 2 and 4 bits,
+per-channel min/max range at 8 bits, as the reference.
 
-Both round in the forward pass and let the gradient through unchanged in the
+All round in the forward pass and let the gradient through unchanged in the
 backward pass (straight-through estimator), so a float network can be trained
 at low precision. ``bits == 32`` means "no quantization" (float passthrough).
 
-Activations (`quantize_act`): half-wave Gaussian quantizer (HWGQ, Cai et al.
-2017). The input is assumed to be a batch-normalised pre-activation (about
-N(0, 1)); the quantizer is also the ReLU: negative values map to 0, positive
-ones to the grid ``{0, step, ..., (2**bits - 1) * step}``. Values above the
-top level are clipped and get no gradient; inside the range the gradient is 1.
+Activations (`quantize_act`), 2 and 4 bits: half-wave Gaussian quantizer (HWGQ,
+Cai et al. 2017). The input is assumed to be a batch-normalised pre-activation
+(about N(0, 1)); the quantizer is also the ReLU: negative values map to 0,
+positive ones to the grid ``{0, step, ..., (2**bits - 1) * step}``. Values above
+the top level are clipped and get no gradient; inside the range the gradient is 1.
 
-Weights (`quantize_weight`): symmetric mid-rise uniform quantizer with
-``2**bits`` levels ``(k + 0.5) * step`` for k in [-2**(bits-1), 2**(bits-1) - 1],
+Weights (`quantize_weight`), 2 and 4 bits: symmetric mid-rise uniform quantizer
+with ``2**bits`` levels ``(k + 0.5) * step`` for k in [-2**(bits-1), 2**(bits-1) - 1],
 ``step = c(bits) * std(w)``; the gradient passes straight through everywhere.
+
+8 bits, as the reference (QDARTS/model_search.py, `_quant_per_channel`, used by
+`MixQuantActiv` and `SharedMixQuantConv2d` for bit widths >= 8): the range is
+measured, per channel, on the tensor being quantized, not derived from a Gaussian:
+
+* activations: per input channel over (batch, H, W) of the ReLU'd input,
+  ``scale_c = max_c / 255``, levels ``{0, scale_c, ..., 255 * scale_c}``. Like the
+  reference this is measured on each batch, in evaluation too (so an 8-bit layer's
+  output depends on its batch; the ONNX export computes the same range in-graph).
+  The reference takes ``max_c - min_c`` as the range (its unused zero point aside);
+  after the ReLU min_c is 0 unless a channel is positive everywhere in the batch,
+  so we take ``max_c`` and never clip the top.
+* weights: symmetric, ``scale_c = 2 * max|w_c| / 255`` per **output** channel, on
+  the same mid-rise grid as 2/4 bits (256 levels, the extremes at +-max|w_c|). The
+  reference reduces over dims (0, 2, 3) of the weight, i.e. one range per *input*
+  channel; we use output channels because an integer conv can apply a per-output
+  scale after its accumulation but not a per-input one (it does not factor out of
+  the sum over input channels).
+
+Straight-through: the range is a constant for the gradient (as the reference's
+autograd function), and nothing is clipped, so the gradient is the ReLU's
+(activations) or passes unchanged (weights).
 """
 
 from __future__ import annotations
@@ -22,6 +45,7 @@ from torch import Tensor
 
 __all__ = [
     "ACT_STEPS",
+    "PER_CHANNEL_BITS",
     "SUPPORTED_BITS",
     "WEIGHT_STEP_FACTORS",
     "act_clip",
@@ -33,21 +57,20 @@ __all__ = [
     "weight_step",
 ]
 
-# HWGQ steps for unit-variance pre-activations. 2 and 4 bits are the reference's
-# values (they are the MSE-optimal uniform steps for a half-Gaussian, as in the HWGQ
-# paper). 8 bits is not in the reference; we derived it the same way: the step that
-# minimises E[(x - Q(x))^2] for x ~ N(0, 1) restricted to x > 0, on this module's
-# 2**8-level grid, by numerical integration (0.0165). Reproduce with the snippet in
-# tests/test_quant_quantizers.py::test_eight_bit_steps_are_mse_optimal.
-ACT_STEPS: dict[int, float] = {2: 0.538, 4: 0.185, 8: 0.0165}
+# HWGQ steps for unit-variance pre-activations: the reference's values (the
+# MSE-optimal uniform steps for a half-Gaussian, as in the HWGQ paper).
+ACT_STEPS: dict[int, float] = {2: 0.538, 4: 0.185}
 
 # Weight step = c * std(w). c is the MSE-optimal step of a 2**bits-level mid-rise
 # uniform quantizer for a Gaussian (Max 1960): the reference's 0.996 (2 bits) and
-# 0.336 (4 bits); 8 bits derived the same way by numerical integration (0.0308).
-WEIGHT_STEP_FACTORS: dict[int, float] = {2: 0.996, 4: 0.336, 8: 0.0308}
+# 0.336 (4 bits).
+WEIGHT_STEP_FACTORS: dict[int, float] = {2: 0.996, 4: 0.336}
+
+# Bit widths whose range is measured per channel (min/max) instead of a fixed step.
+PER_CHANNEL_BITS = frozenset({8})
 
 FLOAT_BITS = 32
-SUPPORTED_BITS: tuple[int, ...] = (*sorted(ACT_STEPS), FLOAT_BITS)
+SUPPORTED_BITS: tuple[int, ...] = (2, 4, 8, FLOAT_BITS)
 
 
 def check_bits(bits: int, what: str = "bit width") -> int:
@@ -61,8 +84,17 @@ def check_bits(bits: int, what: str = "bit width") -> int:
 
 
 def act_clip(bits: int) -> float:
-    """The top level of the activation grid at `bits`."""
+    """The top level of the (fixed-step) activation grid at `bits` (2 or 4)."""
     return ACT_STEPS[bits] * (2**bits - 1)
+
+
+def act_channel_scale(y: Tensor, bits: int) -> Tensor:
+    """Per-channel step of an 8-bit activation: max over (N, H, W) of the ReLU'd `y`
+    divided by 2**bits - 1, shaped (1, C, 1, 1), no gradient (a tensor of fewer than 2
+    dimensions is one channel)."""
+    dims = (0, *range(2, y.dim())) if y.dim() >= 2 else tuple(range(y.dim()))
+    m = y.detach().amax(dim=dims, keepdim=True)
+    return (m / float(2**bits - 1)).clamp_min(1e-12)
 
 
 def _ste(x: Tensor, q: Tensor) -> Tensor:
@@ -75,6 +107,10 @@ def quantize_act(x: Tensor, bits: int) -> Tensor:
     """ReLU + HWGQ rounding to `bits` (32: plain ReLU)."""
     if bits == FLOAT_BITS:
         return torch.relu(x)
+    if bits in PER_CHANNEL_BITS:
+        y = torch.relu(x)
+        scale = act_channel_scale(y, bits)
+        return _ste(y, torch.round(y / scale) * scale)
     step = ACT_STEPS[bits]
     # clamp outside the STE: no gradient below 0 (the ReLU) or above the clip level
     y = x.clamp(0.0, act_clip(bits))
@@ -82,7 +118,11 @@ def quantize_act(x: Tensor, bits: int) -> Tensor:
 
 
 def weight_step(w: Tensor, bits: int) -> Tensor:
-    """The quantization step of weight tensor `w` (a 0-d tensor, no gradient)."""
+    """The quantization step of weight tensor `w` (no gradient): a 0-d tensor at 2 and 4
+    bits; at 8 bits one per output channel, shaped (C_out, 1, ...) to broadcast."""
+    if bits in PER_CHANNEL_BITS:
+        absmax = w.detach().abs().amax(dim=tuple(range(1, w.dim())), keepdim=True)
+        return (2.0 * absmax / float(2**bits - 1)).clamp_min(1e-12)
     return (WEIGHT_STEP_FACTORS[bits] * w.detach().std()).clamp_min(1e-12)
 
 
@@ -105,6 +145,10 @@ def quantize_weight(w: Tensor, bits: int) -> Tensor:
 def _act_level(x: Tensor, bits: int) -> Tensor:
     if bits == FLOAT_BITS:
         return torch.relu(x)
+    if bits in PER_CHANNEL_BITS:
+        y = torch.relu(x)
+        scale = act_channel_scale(y, bits)
+        return torch.round(y / scale) * scale
     step = ACT_STEPS[bits]
     return torch.round(x.clamp(0.0, act_clip(bits)) / step) * step
 
@@ -136,7 +180,8 @@ class _MixedAct(torch.autograd.Function):
             # d/dx: p_i inside [0, clip_i], 0 outside (ReLU below, clipping above)
             slope = torch.zeros_like(x)
             for p, b in zip(probs, ctx.bits, strict=True):
-                inside = x > 0 if b == FLOAT_BITS else (x > 0) & (x < act_clip(b))
+                top = b == FLOAT_BITS or b in PER_CHANNEL_BITS  # nothing clipped above
+                inside = x > 0 if top else (x > 0) & (x < act_clip(b))
                 slope.add_(inside.to(x.dtype) * p)
             grad_x = grad * slope
         if ctx.needs_input_grad[1]:
