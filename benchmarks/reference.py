@@ -51,6 +51,23 @@ def _cli(*args: str) -> None:
     subprocess.run([str(exe), *args], check=True, cwd=str(REPO_ROOT))
 
 
+SUBSET = 2000  # test images re-scored by tests/test_reference.py with the stored BN statistics
+
+
+def subset_accuracy(ckpt: Path) -> dict:
+    """Smallest/largest top-1 on the first SUBSET test images, with the checkpoint's own stats."""
+    from weightshare.search.specialize import dataset_for
+    from weightshare.train.evaluate import accuracy
+
+    ck = load_checkpoint(ckpt)
+    data = dataset_for(ck)
+    test = data.test.subset(range(min(SUBSET, len(data.test))))
+    net, sp = ck.supernet.eval(), ck.supernet.space
+    return {"test_images": len(test),
+            **{name: accuracy(net, cfg, data, test) for name, cfg in
+               (("smallest", sp.smallest()), ("largest", sp.largest()))}}
+
+
 def learning_curve(log: Path) -> list[dict]:
     rows = []
     for line in log.read_text(encoding="utf-8").splitlines():
@@ -79,6 +96,7 @@ def run(args: argparse.Namespace) -> None:
         results.update(train_images=len(data.train), test_images=len(data.test))
     points = json.loads(frontier.read_text())["frontier"]
     curve = learning_curve(dest / "log.jsonl")
+    subset = subset_accuracy(ckpt)
     cfg = results["config"]
     payload = {
         "checkpoint": str(ckpt.relative_to(REPO_ROOT)) if ckpt.is_relative_to(REPO_ROOT)
@@ -91,6 +109,7 @@ def run(args: argparse.Namespace) -> None:
                      for p in points],
         "frontier_monotone": all(b["measured_acc"] >= a["measured_acc"]
                                  for a, b in zip(points, points[1:], strict=False)),
+        "subset_check": subset,
         "learning_curve": curve, "train_wall_s": results["wall_s"],
         "train_command": "taskset -c 0 weightshare train --preset reference --resume",
     }
