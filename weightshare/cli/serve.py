@@ -207,8 +207,12 @@ def serve(
                 _log(f"  {s.name}: {fmt_count(s.macs)} MACs, {s.acc:.2f} %, "
                      f"{stack.profile.latency_ms(s.name, 1, 'median'):.2f} ms at batch 1 "
                      f"({stack.executor.path(s.name)})")
-            for d in stack.profile.meta.get("frontier", {}).get("dropped", []):
+            frontier = stack.profile.meta.get("frontier", {})
+            for d in frontier.get("dropped", []):
                 _log(f"  dropped {d['candidate']}: dominated by {d['dominated_by']} "
+                     f"({d['reason']})")
+            for d in frontier.get("dropped_after_executor", []):
+                _log(f"  dropped {d['name']}: dominated by {d['dominated_by']} "
                      f"({d['reason']})")
             slot.attach(worker)
             _log(f"ready: serving {model_name!r} with {stack.policy.describe()} "

@@ -444,14 +444,20 @@ def build_stack(cfg: StackConfig, log: Callable[[str], None] = lambda _: None,
         candidates = tuple(replace(d, name=f"c{i}") for i, d in enumerate(prepare_deployment(
             net, pool, accs, dataset=dataset() if needs_data else None,
             show_progress=cfg.show_progress, on_measured=write_back)))
+        # Every candidate is profiled once, and the frontier is read off that profile's
+        # batch-1 medians: the same numbers the policy plans with, so the filter applied
+        # again later (when an executor changes a SubNet's path) agrees with this one.
+        probe = SubNetActRuntime(net, candidates)
+        log(f"profiling {len(candidates)} candidate SubNets at batch sizes up to "
+            f"{cfg.max_batch} ({threads} threads)")
+        full = measure_profile(probe, max_batch=cfg.max_batch, runs=cfg.profile_runs,
+                               checkpoint=ident, show_progress=cfg.show_progress)
         dropped: list[dict[str, Any]] = []
         kept = candidates
         if not cfg.keep_dominated and len(candidates) > 1:
-            probe = SubNetActRuntime(net, candidates)
-            lat1 = {d.name: measure_latency_rows(probe.run, d.name, probe.input_shape(d.name),
-                                                 (1,), runs=cfg.profile_runs)[0][0]
-                    for d in candidates}
-            kept_list, dropped = pareto_filter(candidates, lat1)
+            kept_list, dropped = pareto_filter(candidates,
+                                               {d.name: full.median_ms[d.name][0]
+                                                for d in candidates})
             kept = tuple(kept_list)
         deployed = _renamed(kept)
         new_name = {k.name: d.name for k, d in zip(sorted(kept, key=lambda d: (d.macs, d.name)),
@@ -462,10 +468,12 @@ def build_stack(cfg: StackConfig, log: Callable[[str], None] = lambda _: None,
             log(f"not deploying candidate {d['candidate']} ({d['subnet']}): dominated by "
                 f"{d['dominated_by']}: {d['reason']}")
         runtime = SubNetActRuntime(net, deployed)
-        log(f"profiling {len(deployed)} SubNets at batch sizes up to {cfg.max_batch} "
-            f"({threads} threads)")
-        profile = measure_profile(runtime, max_batch=cfg.max_batch, runs=cfg.profile_runs,
-                                  checkpoint=ident, show_progress=cfg.show_progress)
+        old = {v: k for k, v in new_name.items()}
+        profile = Profile(deployed, full.batch_sizes,
+                          {n: full.median_ms[old[n]] for n in old},
+                          {n: full.p99_ms[old[n]] for n in old},
+                          {n: full.load_ms[old[n]] for n in old if old[n] in full.load_ms},
+                          full.switch_us, dict(full.meta))
         profile.meta.update({
             "candidates": pool_key, "keep_dominated": cfg.keep_dominated,
             "frontier": {"criterion": "non-dominated in (acc, batch-1 median latency)",
