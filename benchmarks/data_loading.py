@@ -334,6 +334,10 @@ def plot(loader: list[dict[str, Any]], path: Path, px: int) -> None:
                    zorder=3, label="rounds" if i == 0 else None)
     base = loader[0]["img_per_s"] / loader[0]["workers"]
     ax.plot(range(len(ws)), [base * w for w in ws], "--", color="gray", label="linear scaling")
+    if 1 in ws and 2 in ws:
+        i2 = ws.index(2)
+        goal = GOAL * loader[ws.index(1)]["img_per_s"]
+        ax.hlines(goal, i2 - 0.4, i2 + 0.4, colors="red", linestyles=":", label=f"goal ({GOAL}x)")
     ax.set_xlabel("DataLoader workers")
     ax.set_ylabel(f"training images/s ({px} px)")
     ax.set_title("Streaming image-folder loader")

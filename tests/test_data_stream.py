@@ -281,6 +281,27 @@ def test_centre_crop_through_the_file_decoder(tmp_path: Path) -> None:
     assert gray.shape == (1, 8, 8)
 
 
+def test_large_jpeg_decodes_at_reduced_scale_to_the_same_picture(tmp_path: Path) -> None:
+    from weightshare.data.stream import _draft, read_image
+
+    yy, xx = np.mgrid[0:1200, 0:1600]
+    a = np.stack([xx * 255 // 1600, yy * 255 // 1200, (xx + yy) * 255 // 2800], -1)
+    Image.fromarray(a.astype(np.uint8)).save(tmp_path / "big.jpg", quality=95)
+    box = center_crop_box(1200, 1600)
+    with Image.open(tmp_path / "big.jpg") as img:
+        small_box = _draft(img, box, 64, 3)
+        assert img.size == (200, 150)  # libjpeg's 1/8 scale: the 1050-px box is still 131 px
+    assert small_box == (9, 34, 131, 131)
+    fast = load_eval_image(str(tmp_path / "big.jpg"), 64, 3)
+    full = crop_resize(read_image(str(tmp_path / "big.jpg"), 3), box, 64)
+    assert fast.shape == full.shape == (3, 64, 64)
+    assert (fast.int() - full.int()).abs().float().mean() < 2.0  # the same picture
+    # PNGs (and boxes that stay under 2x the output) decode at full size
+    with Image.open(tmp_path / "big.jpg") as img:
+        assert _draft(img, (0, 0, 100, 100), 64, 3) == (0, 0, 100, 100)
+        assert img.size == (1600, 1200)
+
+
 def test_random_resized_crop_box_respects_scale_ratio_and_bounds() -> None:
     g = torch.Generator().manual_seed(0)
     boxes = [random_resized_crop_box(120, 160, g, (0.08, 1.0)) for _ in range(400)]

@@ -22,6 +22,7 @@ is the full epoch. What differs is where pixels come from:
 from __future__ import annotations
 
 import functools
+import math
 import os
 import warnings
 from collections.abc import Iterator
@@ -37,7 +38,14 @@ from torch.utils.data import Dataset as TorchDataset
 from .containers import Dataset, DatasetError, DataWarning, FileSet, StreamSettings
 from .loader import EpochBatches
 from .seeds import TAG_AUGMENT, mix
-from .transforms import center_crop_box, crop_resize, normalize, random_resized_crop_box, resize
+from .transforms import (
+    Box,
+    center_crop_box,
+    crop_resize,
+    normalize,
+    random_resized_crop_box,
+    resize,
+)
 
 __all__ = ["READ_ERRORS", "DataWarning", "StreamingLoader", "load_eval_image", "load_image", "read_image"]
 
@@ -50,22 +58,55 @@ READ_ERRORS = (OSError, UnidentifiedImageError, ValueError, SyntaxError,
 def read_image(path: str, channels: int) -> Tensor:
     """Decode ``path`` to uint8 (H, W, channels); raises the underlying Pillow/OS error."""
     with Image.open(path) as img:
-        img = img.convert("L" if channels == 1 else "RGB")
-        arr = np.array(img, dtype=np.uint8)  # a writable copy: torch refuses read-only arrays
+        return _pixels(img, channels)
+
+
+def _pixels(img: Image.Image, channels: int) -> Tensor:
+    img = img.convert("L" if channels == 1 else "RGB")
+    arr = np.array(img, dtype=np.uint8)  # a writable copy: torch refuses read-only arrays
     return torch.from_numpy(arr.reshape(arr.shape[0], arr.shape[1], channels))
+
+
+def _draft(img: Image.Image, box: Box, size: int, channels: int) -> Box:
+    """Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the box is still >= ``size`` there.
+
+    DCT-domain downscaling skips most of the decoding work for large photos (a
+    12 MP phone picture cropped to 224 px decodes ~8x faster) and the box is
+    only ever shrunk towards ``size``, never below it, so no detail the output
+    could show is lost. Returns the box in the reduced image's pixels.
+    """
+    _, _, bh, bw = box
+    factor = max(size / bh, size / bw)
+    if img.format != "JPEG" or factor > 0.5:
+        return box
+    w, h = img.size
+    img.draft("L" if channels == 1 else "RGB", (math.ceil(w * factor), math.ceil(h * factor)))
+    nw, nh = img.size
+    if (nw, nh) == (w, h):
+        return box
+    sx, sy = nw / w, nh / h
+    top, left = min(nh - 1, int(box[0] * sy)), min(nw - 1, int(box[1] * sx))
+    return top, left, max(1, min(nh - top, round(bh * sy))), max(1, min(nw - left, round(bw * sx)))
 
 
 def load_image(path: str, size: int, channels: int, settings: StreamSettings, *,
                train: bool, flip: bool, generator: torch.Generator | None) -> Tensor:
-    """One decoded, cropped, resampled (and maybe flipped) uint8 (C, size, size) image."""
-    image = read_image(path, channels)
-    h, w = image.shape[0], image.shape[1]
-    if train:
-        if generator is None:
-            raise ValueError("training crops need a generator")
-        box = random_resized_crop_box(h, w, generator, (settings.min_scale, settings.max_scale))
-    else:
-        box = center_crop_box(h, w, settings.eval_crop)
+    """One decoded, cropped, resampled (and maybe flipped) uint8 (C, size, size) image.
+
+    The box is chosen from the header's size, before decoding, so a JPEG can be
+    decoded at reduced scale (`_draft`); the random draws are the same either way.
+    """
+    with Image.open(path) as img:
+        w, h = img.size
+        if train:
+            if generator is None:
+                raise ValueError("training crops need a generator")
+            box = random_resized_crop_box(h, w, generator,
+                                          (settings.min_scale, settings.max_scale))
+        else:
+            box = center_crop_box(h, w, settings.eval_crop)
+        box = _draft(img, box, size, channels)
+        image = _pixels(img, channels)
     out = crop_resize(image, box, size)
     # Drawn even when flips are off, so turning them on does not move later draws.
     coin = float(torch.rand(1, generator=generator)) if generator is not None else 1.0
