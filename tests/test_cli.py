@@ -393,3 +393,33 @@ def test_console_script():
     assert done.stdout == ""
     assert done.stderr.startswith("error: unknown SuperNet 'nope'")
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_evaluate_uses_the_data_the_checkpoint_was_trained_on(tmp_path):
+    """A checkpoint trained on synthetic 3-channel data is evaluated on that, not on
+    Fashion-MNIST, and reproduces the accuracy its run recorded."""
+    from weightshare.train import TrainConfig, train
+
+    cfg = TrainConfig(supernet_args={"width_mult": 0.25, "kernel_choices": [3, 5],
+                                     "feature_dim": 32, "unit_widths": [16, 16, 24, 24, 32]},
+                      dataset="synthetic", dataset_args={"n_train": 320, "n_test": 64},
+                      calib_size=64, epochs=1, batch_size=32, eval_spread=0, progress=False,
+                      tensorboard=False, out=str(tmp_path / "run"))
+    res = train(cfg)
+    out = json.loads(ok("evaluate", "-c", tmp_path / "run" / "checkpoint.pt",
+                        "--subnet", "smallest", "--json").stdout)
+    assert out[0]["acc"] == res.summary["acc"]["smallest"]
+
+
+def test_every_library_error_is_a_weightshare_error():
+    from weightshare.checkpoint import CheckpointError
+    from weightshare.data import DatasetError
+    from weightshare.errors import WeightshareError
+    from weightshare.export import ExportError
+    from weightshare.quant.genotype import GenotypeError
+    from weightshare.search.common import SearchError
+
+    for err in (CheckpointError, DatasetError, ExportError, GenotypeError, SearchError):
+        assert issubclass(err, WeightshareError), err
+    msg = user_error("evaluate", "-c", "/nonexistent/ckpt.pt")
+    assert "no checkpoint at" in msg

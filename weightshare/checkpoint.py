@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .errors import WeightshareError
 from .io import atomic_path
 from .models import SuperNet, create_supernet
 from .space import SearchSpace, SubnetConfig
@@ -45,7 +46,7 @@ FORMAT = "weightshare-checkpoint"
 VERSION = 1
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(WeightshareError, RuntimeError):
     """A checkpoint file is missing, truncated, foreign or does not fit its SuperNet."""
 
 

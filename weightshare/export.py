@@ -18,10 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from .errors import WeightshareError
+
 __all__ = ["ExportError", "ExportReport", "export_onnx", "verify_onnx"]
 
 
-class ExportError(RuntimeError):
+class ExportError(WeightshareError, RuntimeError):
     """The ONNX file could not be written, failed the checker or disagrees with PyTorch."""
 
 

@@ -17,7 +17,7 @@ Commands do not catch errors. Mistakes a user can cause surface as ValueError,
 FileNotFoundError (and friends), CheckpointError, DatasetError or ExportError;
 `_Group.invoke`, the one place that handles them, prints ``error: <message>``
 to stderr and exits with code 2, without a traceback. Anything else is a bug
-and keeps its traceback. Register further user-error types in `USER_ERRORS`.
+and keeps its traceback. A new library error derives from `weightshare.errors.WeightshareError`.
 
 Output
 ------
@@ -60,7 +60,8 @@ __all__ = [
 DEFAULT_SUPERNET = "ofa_mbv3_small"
 
 # Exceptions that mean "the user asked for something wrong", by dotted name so this
-# module need not import torch to know them. Extend it for new library errors.
+# module need not import torch to know them: the built-ins bad arguments and files
+# raise, and `weightshare.errors.WeightshareError`, the base of every library error.
 USER_ERRORS: list[str] = [
     "builtins.ValueError",
     "builtins.FileNotFoundError",
@@ -68,9 +69,7 @@ USER_ERRORS: list[str] = [
     "builtins.IsADirectoryError",
     "builtins.NotADirectoryError",
     "builtins.PermissionError",
-    "weightshare.checkpoint.CheckpointError",
-    "weightshare.data.DatasetError",
-    "weightshare.export.ExportError",
+    "weightshare.errors.WeightshareError",
 ]
 
 
@@ -630,7 +629,10 @@ def evaluate(
                      help="SubNet(s) to evaluate (JSON, file, largest, smallest); repeatable. "
                      "Default: the fixed evaluation set (4 corners + 12 spread in MACs)."),
     ] = None,
-    dataset: Annotated[str, typer.Option("--dataset", help="Dataset name.")] = "fashion-mnist",
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Dataset name (default: the one the "
+                                 "checkpoint was trained on, with its calib split).")
+    ] = None,
     data_dir: Annotated[Path | None, typer.Option("--data-dir", metavar="DIR")] = None,
     save: Annotated[
         bool, typer.Option("--save/--no-save",
@@ -638,19 +640,22 @@ def evaluate(
     ] = True,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recalibrate BN on 2000 held-out training images, then report test top-1 per SubNet.
+    """Recalibrate BN on the held-out calib images, then report test top-1 per SubNet.
+
+    The data set, its calib split and test subset are the ones the checkpoint was
+    trained with (its saved config), so the numbers match the run's results.json.
 
     Example:
 
         weightshare evaluate -c runs/deps/checkpoint.pt --subnet smallest --subnet largest
     """
     from ..checkpoint import load_checkpoint, save_checkpoint
-    from ..data import load_dataset
+    from ..search.specialize import dataset_for
     from ..train import evaluate_subnets, evaluation_subnets
 
     ck = load_checkpoint(checkpoint)
     net = ck.supernet
-    data = load_dataset(dataset, data_dir)
+    data = dataset_for(ck, dataset, data_dir)
     cfgs = ([parse_subnet(s, net.space) for s in subnet] if subnet
             else evaluation_subnets(net))
     rows = evaluate_subnets(net, cfgs, data, progress=not as_json)

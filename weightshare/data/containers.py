@@ -11,10 +11,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import WeightshareError
+
 __all__ = ["DataWarning", "Dataset", "DatasetError", "FileSet", "ImageSet", "RawDataset", "StreamSettings"]
 
 
-class DatasetError(RuntimeError):
+class DatasetError(WeightshareError, RuntimeError):
     """Data is missing, truncated or malformed. The message says which file and what to do."""
 
     # Its public home: the CLI recognises user errors by dotted name, and pickles

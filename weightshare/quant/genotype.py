@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..errors import WeightshareError
 from ..io import atomic_write_text, read_json
 from .ops import PRIMITIVES
 from .quantizers import FLOAT_BITS, check_bits
@@ -32,7 +33,7 @@ FORMAT = "weightshare-quant-genotype"
 VERSION = 1
 
 
-class GenotypeError(ValueError):
+class GenotypeError(WeightshareError, ValueError):
     """A genotype file is corrupt, foreign or inconsistent (a user error for the CLI)."""
 
 

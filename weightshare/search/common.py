@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import WeightshareError
 from ..io import atomic_write_text
 from ..io import read_json as io_read_json
 
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 
-class SearchError(ValueError):
+class SearchError(WeightshareError, ValueError):
     """A search input is unusable: a foreign table or predictor, a corrupt file, an infeasible target.
 
     A ValueError, so the command line reports it as a user error (one line, exit 2).
