@@ -222,6 +222,8 @@ def test_stack_with_auto_executor_routes_and_restarts_from_cache(tmp_path):
         ref = stack.runtime.net.extract(stack.runtime.subnet(name))(x)
         torch.testing.assert_close(stack.runtime.run(x, name), ref, atol=1e-4, rtol=1e-4)
     assert set(meta["executors"]["onnxruntime"]["median_ms"]) == {"s0", "s1"}
+    totals = meta["executor"]["set_batch1_ms"]
+    assert meta["executor"]["fastest_for_set"] == min(totals, key=totals.get)
     again = build_stack(conf)  # a restart: sessions from disk, rows from the saved profile
     assert again.profile_reused
     assert all(s.cache_hit for s in again.executor.sessions.values())

@@ -325,7 +325,13 @@ class _ProfilePublisher:
             "onnxruntime": {"version": self.ort_version, "median_ms": dict(self.ort_median),
                             "p99_ms": dict(self.ort_p99)},
         }
+        totals = {"torch": sum(base.median_ms[n][0] for n in paths)}
+        if all(n in self.ort_median for n in paths):
+            totals["onnxruntime"] = sum(self.ort_median[n][0] for n in paths)
         meta["executor"] = {"name": self.cfg.executor, "paths": paths,
+                            # Sum of batch-1 medians over the deployed set, per engine measured
+                            "set_batch1_ms": {k: round(v, 4) for k, v in totals.items()},
+                            "fastest_for_set": min(totals, key=totals.__getitem__),
                             "batch1_ms": {n: {"torch": base.median_ms[n][0],
                                               "onnxruntime": (self.ort_median.get(n) or
                                                               [None])[0]}
