@@ -41,7 +41,9 @@ from ..checkpoint import load_checkpoint, save_checkpoint
 from ..data import Dataset, Loader
 from ..models import SuperNet
 from ..space import SearchSpace, SubnetConfig
+from ..train.common import param_groups, soft_cross_entropy, step_seed
 from ..train.evaluate import accuracy, recalibrate
+from ..train.precision import resolve_precision, to_memory_format
 from ..train.schedules import cosine_lr
 from .common import SearchError, supernet_identity
 
@@ -143,10 +145,6 @@ def _pick(rows: list, target: str | None, where: str, *, by_index: bool) -> Any:
 
 
 # ----------------------------------------------------------------------------------- training
-def _soft_ce(logits: torch.Tensor, target_probs: torch.Tensor) -> torch.Tensor:
-    return torch.sum(-target_probs * F.log_softmax(logits, dim=1), dim=1).mean()
-
-
 def _test_acc(net: SuperNet, cfg: SubnetConfig, data: Dataset, device: torch.device) -> float:
     recalibrate(net, cfg, data, device=device)
     return accuracy(net, cfg, data, device=device)
@@ -203,11 +201,10 @@ def finetune(checkpoint: str | os.PathLike, subnet: SubnetConfig, data: Dataset,
         raise ValueError(f"the training split ({len(data.train)} images) holds no full batch of "
                          f"{config.batch_size}; lower --batch-size")
     total = config.epochs * steps_per_epoch
-    decay, no_decay = [], []
-    for name, p in net.named_parameters():
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    opt = torch.optim.SGD([{"params": decay, "weight_decay": config.weight_decay},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=config.lr,
+    # The training loop's channels_last layout; fp32 (a short fine-tune needs no loss scaler).
+    precision = resolve_precision(device, "off")
+    to_memory_format(net, precision)
+    opt = torch.optim.SGD(param_groups(net, config.weight_decay), lr=config.lr,
                           momentum=config.momentum, nesterov=config.momentum > 0)
 
     t0 = time.perf_counter()
@@ -240,7 +237,7 @@ def finetune(checkpoint: str | os.PathLike, subnet: SubnetConfig, data: Dataset,
                               "finetuned_subnet": cfg.to_json(), "source": str(checkpoint)})
 
     if not state.get("done"):
-        teacher = _teacher(source, device)
+        teacher = to_memory_format(_teacher(source, device), precision)
         bar = None
         if progress:
             from ..progress import progress as tqdm
@@ -258,13 +255,15 @@ def finetune(checkpoint: str | os.PathLike, subnet: SubnetConfig, data: Dataset,
                     lr = cosine_lr(step, total, config.lr, config.warmup_steps)
                     for group in opt.param_groups:
                         group["lr"] = lr
-                    torch.manual_seed(config.seed * 1_000_003 + step)  # dropout masks
-                    logits = net(x, cfg, dropout=dropout)
+                    torch.manual_seed(step_seed(config.seed, step))  # dropout masks
+                    x = precision.input(x)
+                    with precision.autocast():
+                        logits = net(x, cfg, dropout=dropout).float()
                     loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
                     if config.kd_ratio > 0:
-                        with torch.no_grad():
-                            soft = F.softmax(teacher(x), dim=1)
-                        loss = loss + config.kd_ratio * _soft_ce(logits, soft)
+                        with torch.no_grad(), precision.autocast():
+                            soft = F.softmax(teacher(x).float(), dim=1)
+                        loss = loss + config.kd_ratio * soft_cross_entropy(logits, soft)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()

@@ -29,6 +29,7 @@ from ..io import atomic_write_text
 from ..models import SuperNet, create_supernet
 from ..space import SubnetConfig
 from . import distributed as dist
+from .common import param_groups, pick_device, soft_cross_entropy, step_seed
 from .config import TrainConfig
 from .evaluate import accuracy, evaluate_subnets, evaluation_subnets, recalibrate
 from .methods import MethodSettings, StepPlan, make_method
@@ -45,38 +46,10 @@ class TrainResult:
     summary: dict[str, Any]
 
 
-def step_seed(seed: int, step: int, rank: int = 0) -> int:
-    """A reproducible per-step seed: sampling and dropout do not depend on where a run resumed."""
-    return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**63 - 1)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device=cuda asked for, but torch sees no CUDA device")
-    if name == "cuda" and dist.world_size() > 1:
-        name = f"cuda:{dist.local_rank()}"
-    return torch.device(name)
-
-
 def build_supernet(cfg: TrainConfig, data: Dataset) -> SuperNet:
     args = {"num_classes": data.num_classes, "in_channels": data.in_channels,
             "resolution": data.image_size, **cfg.supernet_args}
     return create_supernet(cfg.supernet, **args)
-
-
-def _param_groups(net: SuperNet, weight_decay: float) -> list[dict]:
-    # OFA / DepS exclude BN affine parameters and biases from weight decay.
-    decay, no_decay = [], []
-    for name, p in net.named_parameters():
-        (no_decay if p.dim() <= 1 or name.endswith("bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _soft_ce(logits: Tensor, target_probs: Tensor) -> Tensor:
-    return torch.sum(-target_probs * F.log_softmax(logits, dim=1), dim=1).mean()
 
 
 def step_macs(plan: StepPlan, macs: Callable[[SubnetConfig], int], largest: SubnetConfig,
@@ -116,7 +89,7 @@ class _Runner:
         self.cfg, self.net, self.data, self.device = cfg, net, data, device
         self.precision = precision
         self.scaler = precision.scaler()  # fp16 only: bf16 and fp32 need no loss scaling
-        self.optimizer = torch.optim.SGD(_param_groups(net, cfg.weight_decay), lr=cfg.lr,
+        self.optimizer = torch.optim.SGD(param_groups(net, cfg.weight_decay), lr=cfg.lr,
                                          momentum=cfg.momentum,
                                          nesterov=cfg.nesterov and cfg.momentum > 0)
         self.teacher: SuperNet | None = None
@@ -156,12 +129,12 @@ class _Runner:
             elif task.loss == "kd_inplace":
                 if soft is None:
                     raise RuntimeError("in-place KD needs the largest SubNet as the step's first task")
-                loss = _soft_ce(logits, soft)
+                loss = soft_cross_entropy(logits, soft)
             elif task.loss == "kd_teacher":
                 if teacher_soft is None:
                     teacher_soft = self._teacher_probs(x)
                 loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
-                loss = loss + self.cfg.kd_ratio * _soft_ce(logits, teacher_soft)
+                loss = loss + self.cfg.kd_ratio * soft_cross_entropy(logits, teacher_soft)
             else:
                 raise ValueError(f"unknown loss {task.loss!r}")
             if i == 0:
