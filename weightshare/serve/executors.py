@@ -441,6 +441,9 @@ class SessionInfo:
     build_s: float
     cache_hit: bool
 
+    def __post_init__(self) -> None:
+        self.outputs = [self.output_name]
+
 
 class OnnxRuntimeExecutor:
     """onnxruntime sessions per SubNet within a memory budget, the torch plan for the rest."""
@@ -616,7 +619,11 @@ class OnnxRuntimeExecutor:
                 return session, raw.stat().st_size, rss
             target, meta = paths
             with atomic_path(target) as out:
-                session, rss = self._open(raw, out)
+                _write_only = _ort().InferenceSession(str(raw), self._options(out),
+                                                      providers=[ORT_PROVIDER])
+                del _write_only
+            # Serve from the saved optimised graph, exactly the session a restart loads.
+            session, rss = self._open(target)
             atomic_write_text(meta, json.dumps({
                 "checkpoint_sha256": self.config.checkpoint_sha256, "subnet": cfg.to_dict(),
                 "executor": self.name, "onnxruntime": _ort().__version__, "cpu": _cpu(),
@@ -632,10 +639,11 @@ class OnnxRuntimeExecutor:
 
     def run_session(self, batch: Tensor, subnet: str) -> Tensor:
         info = self.sessions[subnet]
-        x = batch.detach().contiguous().numpy()
-        if x.dtype != np.float32:
-            x = x.astype(np.float32)
-        return torch.from_numpy(info.session.run([info.output_name], {info.input_name: x})[0])
+        if batch.dtype != torch.float32:
+            batch = batch.float()
+        # Zero-copy both ways for a contiguous FP32 batch (numpy views of the same memory).
+        out = info.session.run(info.outputs, {info.input_name: batch.contiguous().numpy()})
+        return torch.from_numpy(out[0])
 
     def run(self, batch: Tensor, subnet: str) -> Tensor:
         if subnet in self.sessions and self.route.get(subnet) == "onnxruntime":
