@@ -128,7 +128,9 @@ def main() -> None:
     notes = ("Medians of interleaved rounds, one thread. Bytes:\n\n"
              + markdown_table(["held", "bytes"], mem_rows)
              + "\nonnxruntime sessions are counted by their optimised graph's size (the "
-             "initialisers each session owns); RSS growth per session is in the JSON.")
+             "initialisers each session owns). The JSON's RSS growth per session is not a "
+             "measure of it: the session that wrote the graph is freed just before the "
+             "serving one opens it, and the allocator reuses its pages (it reads 0 here).")
     write_results("serving_executors", {"executors": records, "memory_by_executor": memory,
                                         "onnxruntime_version": ort.__version__},
                   table, args.out, title="Serving executors: torch plan vs onnxruntime",
