@@ -282,3 +282,13 @@ def test_cli_rejects_an_unknown_executor(tmp_path):
     r = CliRunner().invoke(app, ["serve", "-c", str(tmp_path / "x.pt"), "--executor", "nope"])
     assert r.exit_code == 2 and "unknown executor" in r.stderr
     assert "--ort-memory-budget-mb" in CliRunner().invoke(app, ["serve", "--help"]).stdout
+
+
+def test_torch_executor_matches_every_registered_supernet(supernet):
+    """Planned (MobileNetV3) or plain elastic (others): equal to the extracted model."""
+    subs = {"small": supernet.space.smallest(), "large": supernet.space.largest()}
+    ex = make_executor("torch", supernet, subs)
+    for name, cfg in subs.items():
+        x = torch.randn(2, *supernet.input_shape(cfg))
+        torch.testing.assert_close(ex.run(x, name), _reference(supernet, cfg, x), atol=1e-4,
+                                   rtol=1e-4)
