@@ -230,7 +230,7 @@ def serve(
         for stack in stacks:
             stack.close()
     if slot.error is not None:
-        fail(f"startup failed: {slot.error}")
+        fail("the server stopped: its startup failed (error above)")
 
 
 @serve_app.command("profile")
