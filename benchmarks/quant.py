@@ -24,12 +24,14 @@ with 3 lambdas and 2 seeds takes about 45 minutes on one core (OMP_NUM_THREADS=1
 Scale up with ``--preset full`` or ``--set KEY=VALUE``.
 
 Results go to results/quant.{json,md,png} after every retraining; runs (checkpoints) to
-``--runs``. Rerunning the same command skips finished runs and resumes an interrupted one.
+``--runs``. Rerunning the same command skips finished runs and resumes an interrupted one;
+``--report-only`` writes the report from the finished runs without training.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from pathlib import Path
@@ -257,22 +259,42 @@ def main() -> None:
     ap.add_argument("--runs", type=Path, default=REPO_ROOT / "runs" / "quant_bench_v2")
     ap.add_argument("--out", type=Path, default=RESULTS_DIR)
     ap.add_argument("--progress", action="store_true", help="tqdm bars (noisy in a log)")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: write the report from the finished runs in --runs "
+                    "(marked partial if any is missing)")
     args = ap.parse_args()
     cfg = QuantConfig.load(args.preset, args.set).replace(progress=args.progress)
     args.runs.mkdir(parents=True, exist_ok=True)
     # the same retraining images for every row and seed: seeds change init and order only
-    rdata = load_data(cfg, cfg.retrain_subset)
+    rdata = None if args.report_only else load_data(cfg, cfg.retrain_subset)
     rows: list[dict] = []
     traces: dict[str, dict] = {}
 
+    def run_search(c: QuantConfig, folder: Path):
+        """(summary, genotype) of a search: run or resumed, or read (None if unfinished)."""
+        if args.report_only:
+            if not (folder / "search.json").is_file():
+                return None, None
+            return (json.loads((folder / "search.json").read_text()),
+                    load_genotype(folder / "genotype.json"))
+        res = search(c, folder, resume=True)
+        return res.summary, res.genotype
+
     def retrain_seeds(name: str, c: QuantConfig, geno, search_s: float,
                       lam: float | None) -> None:
-        rets = []
+        rets, done_seeds = [], []
         for s in args.seeds:
             run = args.runs / name / (f"retrain-seed{s}" if s else "retrain")
             fresh = not (run / "retrain.json").is_file()
-            rets.append(retrain(c.replace(seed=s), geno, run, resume=True, data=rdata).summary)
-            row = make_row(name, search_s, rets, args.seeds[:len(rets)], lam)
+            if args.report_only:
+                if fresh:
+                    continue
+                rets.append(json.loads((run / "retrain.json").read_text()))
+            else:
+                rets.append(retrain(c.replace(seed=s), geno, run, resume=True,
+                                    data=rdata).summary)
+            done_seeds.append(s)
+            row = make_row(name, search_s, rets, done_seeds, lam)
             rows[:] = [r for r in rows if r["name"] != name] + [row]
             report(rows, traces, cfg, args, args.out)
             if fresh:
@@ -282,21 +304,26 @@ def main() -> None:
 
     float_cfg = cfg.replace(bits=[32], fixed_bits=32, bitops_lambda=0.0)
     print(f"[{time.strftime('%H:%M:%S')}] float search ...", flush=True)
-    fs = search(float_cfg, args.runs / "float" / "search", resume=True)
-    geno = load_genotype(args.runs / "float" / "search" / "genotype.json")
-    retrain_seeds("float", float_cfg, geno, fs.summary["search_s"], None)
+    fsum, geno = run_search(float_cfg, args.runs / "float" / "search")
+    if geno is None:
+        print("no finished float search in --runs: nothing to report")
+        return
+    retrain_seeds("float", float_cfg, geno, fsum["search_s"], None)
     for b in args.uniform:
-        retrain_seeds(f"uniform-{b}", cfg, geno.uniform(b, cfg.fixed_bits),
-                      fs.summary["search_s"], None)
+        retrain_seeds(f"uniform-{b}", cfg, geno.uniform(b, cfg.fixed_bits), fsum["search_s"],
+                      None)
     for lam in args.lambdas:
         name = lam_name(lam)
         print(f"[{time.strftime('%H:%M:%S')}] {name} search ...", flush=True)
         qcfg = cfg.replace(bitops_lambda=lam)
-        s = search(qcfg, args.runs / name / "search", resume=True)
-        traces[name] = trace_summary(s.summary["trace"])
-        print(f"[{time.strftime('%H:%M:%S')}] {name}: search {s.summary['search_s']:.0f} s, "
-              f"{s.genotype.summary()}", flush=True)
-        retrain_seeds(name, qcfg, s.genotype, s.summary["search_s"], lam)
+        ssum, sgeno = run_search(qcfg, args.runs / name / "search")
+        if sgeno is None:
+            continue
+        traces[name] = trace_summary(ssum["trace"])
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: search {ssum['search_s']:.0f} s, "
+              f"{sgeno.summary()}", flush=True)
+        retrain_seeds(name, qcfg, sgeno, ssum["search_s"], lam)
+    report(rows, traces, cfg, args, args.out)
     print("done", flush=True)
 
 
