@@ -52,7 +52,7 @@ def test_superlink_two_supernodes_run_rounds(tmp_path):
            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     run_dir = tmp_path / "run"
     subprocess.run([BIN / "weightshare", "fed-app", str(tmp_path / "app"), "--clients", "2",
-                    "--per-round", "2", "--rounds", "2", "--eval-every", "2",
+                    "--per-round", "2", "--rounds", "2", "--eval-every", "2", "--local-epochs", "1",
                     "--train-subset", "600", "--set", "width_mult=0.5", "--set", "stem_stride=2",
                     "-o", str(run_dir)], check=True, env=env)
     procs = []
@@ -84,6 +84,80 @@ def test_superlink_two_supernodes_run_rounds(tmp_path):
     finally:
         for p in procs:
             p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for log in logs:
+            log.close()
+
+
+@pytest.mark.skipif(shutil.which("flower-superlink", path=str(BIN)) is None,
+                    reason="Flower's deployment binaries are not installed")
+def test_killed_supernode_costs_seconds_and_the_run_goes_on(tmp_path):
+    """Issue 19: with 3 SuperNodes and one killed (SIGKILL) in round 1, round 1 ends
+    with the other two soon after, and round 2 runs with the two still connected."""
+    import signal
+
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    link = _free_port()
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{link}"\n'
+        "insecure = true\n")
+    env = {**os.environ, "FLWR_HOME": str(home), "OMP_NUM_THREADS": "1",
+           "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run_dir = tmp_path / "run"
+    subprocess.run([BIN / "weightshare", "fed-app", str(tmp_path / "app"), "--clients", "3",
+                    "--per-round", "3", "--min-nodes", "2", "--node-wait", "5", "--rounds", "2",
+                    "--eval-every", "2", "--local-epochs", "1", "--train-subset", "600",
+                    "--set", "width_mult=0.5", "--set", "stem_stride=2", "-o", str(run_dir)],
+                   check=True, env=env)
+    procs, logs = [], []
+    try:
+        log = open(tmp_path / "superlink.log", "w")  # noqa: SIM115 (closed in finally)
+        logs.append(log)
+        procs.append(subprocess.Popen(
+            [BIN / "flower-superlink", "--insecure", "--disable-runtime-dependency-installation",
+             "--host", "127.0.0.1", "--port", str(link)], env=env, stdout=log, stderr=log))
+        _wait_port(link)
+        nodes = []
+        for i in range(3):
+            log = open(tmp_path / f"supernode{i}.log", "w")  # noqa: SIM115
+            logs.append(log)
+            nodes.append(subprocess.Popen(
+                [BIN / "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link}",
+                 "--host", "127.0.0.1", "--port", str(_free_port()),
+                 "--node-config", f"partition-id={i} num-partitions=3"],
+                env=env, stdout=log, stderr=log))
+        procs.extend(nodes)
+        out = open(tmp_path / "run.log", "w")  # noqa: SIM115
+        logs.append(out)
+        run = subprocess.Popen([BIN / "flwr", "run", str(tmp_path / "app"), "local", "--stream",
+                                "--run-config", "calib-size=300 test-subset=500"],
+                               env=env, stdout=out, stderr=subprocess.STDOUT)
+        procs.append(run)
+        end = time.monotonic() + 600
+        while "configure_train: round 1" not in (tmp_path / "run.log").read_text():
+            assert time.monotonic() < end and run.poll() is None, "round 1 never started"
+            time.sleep(0.5)
+        killed_at = time.monotonic()
+        nodes[2].send_signal(signal.SIGKILL)
+        run.wait(timeout=900)
+        assert run.returncode == 0, (tmp_path / "run.log").read_text()[-3000:]
+        history = json.loads((run_dir / "history.json").read_text())
+        rounds = history["rounds"]
+        assert [r["round"] for r in rounds] == [1, 2]
+        assert rounds[0]["clients"] == 2 and rounds[0]["failures"] == 1
+        assert rounds[1]["clients"] == 2 and rounds[1]["failures"] == 0
+        assert "acc_largest" in rounds[-1]
+        # Seconds, not the ~4 min object-push expiry nor an endless wait for a third node.
+        assert rounds[0]["seconds"] < 150 and time.monotonic() - killed_at < 400
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
         for p in procs:
             try:
                 p.wait(timeout=20)

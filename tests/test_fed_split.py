@@ -38,3 +38,17 @@ def test_dirichlet_split_min_size() -> None:
         dirichlet_split(labels, 30, alpha=1.0, min_size=10)
     with pytest.raises(ValueError, match="tries"):
         dirichlet_split(labels, 10, alpha=0.01, min_size=19, max_tries=5)
+
+
+def test_dirichlet_split_balance_caps_clients_at_an_even_share() -> None:
+    # The reference (FedML noniid_partition.py): a client holding N / K samples gets no
+    # share of later classes, so it ends below N / K + one class.
+    labels = np.random.default_rng(0).integers(0, 10, 5000)
+    per_class = np.bincount(labels).max()
+    for seed in range(3):
+        parts = dirichlet_split(labels, 20, alpha=0.1, seed=seed)
+        assert max(len(p) for p in parts) < 5000 / 20 + per_class
+        assert len(np.concatenate(parts)) == 5000
+    unbalanced = dirichlet_split(labels, 20, alpha=0.1, seed=0, balance=False)
+    assert max(len(p) for p in unbalanced) > max(len(p) for p in
+                                                 dirichlet_split(labels, 20, 0.1, seed=0))

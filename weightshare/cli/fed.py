@@ -41,8 +41,9 @@ ModeOpt = Annotated[str, typer.Option(
 FedSubnetOpt = Annotated[str, typer.Option(
     "--subnet", metavar="JSON", help="fedavg: the SubNet all clients train (default largest).")]
 LocalEpochsOpt = Annotated[int, typer.Option("--local-epochs", min=1,
-                                             help="Local epochs per round (reference: 5).")]
-LrOpt = Annotated[float, typer.Option("--lr", help="Client SGD learning rate (reference: 0.1).")]
+                                             help="Local epochs per round (as the reference).")]
+LrOpt = Annotated[float, typer.Option("--lr", help="Client SGD learning rate (plain SGD, "
+                                      "constant; reference: 0.1).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Client batch size.")]
 TrainSubsetOpt = Annotated[int, typer.Option(
     "--train-subset", min=0, help="Use this many training images in all (0: every image).")]
@@ -52,6 +53,21 @@ TestSubsetOpt = Annotated[int, typer.Option(
     "--test-subset", min=0, help="Evaluate on this many test images (0: all).")]
 EvalEveryOpt = Annotated[int, typer.Option(
     "--eval-every", min=1, help="Evaluate the corner SubNets every N rounds (and at the end).")]
+BnOpt = Annotated[str, typer.Option(
+    "--bn", help="train: BN trained, aggregated and recalibrated before evaluation; identity: "
+    "every BN fixed to the identity (the reference's default; evaluate without recalibration).")]
+WeightingOpt = Annotated[str, typer.Option(
+    "--weighting", help="equal: the largest SubNet's client beta, the others (1-beta)/(K-1) "
+    "(FedAvg: all equal), as the reference; samples: times each client's share of the "
+    "round's examples.")]
+MinNodesOpt = Annotated[int, typer.Option(
+    "--min-nodes", min=0, help="Fewest connected nodes a round runs with once --node-wait has "
+    "passed (0: --per-round).")]
+NodeWaitOpt = Annotated[float, typer.Option(
+    "--node-wait", min=0.0, help="Seconds a round waits for --per-round nodes to be connected.")]
+ReplyTimeoutOpt = Annotated[float, typer.Option(
+    "--reply-timeout", min=1.0, help="Seconds a round waits for replies (a node that "
+    "disconnects is given up on within seconds).")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", help="fashion-mnist, cifar10, imagefolder.")]
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR",
                                                  help="Dataset folder (default: the built-in).")]
@@ -67,9 +83,11 @@ def fed(
     alpha: AlphaOpt = 0.1,
     mode: ModeOpt = "superfednas",
     subnet: FedSubnetOpt = "",
-    local_epochs: LocalEpochsOpt = 1,
+    local_epochs: LocalEpochsOpt = 5,
     batch_size: BatchOpt = 64,
     lr: LrOpt = 0.1,
+    bn: BnOpt = "train",
+    weighting: WeightingOpt = "equal",
     train_subset: TrainSubsetOpt = 0,
     calib_size: CalibOpt = 2000,
     test_subset: TestSubsetOpt = 0,
@@ -110,7 +128,8 @@ def fed(
 
     cfg = _config(supernet, set_, clients=clients, per_round=per_round, rounds=rounds,
                   alpha=alpha, mode=mode, subnet=subnet, local_epochs=local_epochs,
-                  batch_size=batch_size, lr=lr, train_subset=train_subset, eval_every=eval_every,
+                  batch_size=batch_size, lr=lr, bn=bn, weighting=weighting,
+                  train_subset=train_subset, eval_every=eval_every,
                   calib_size=calib_size, test_subset=test_subset,
                   dataset=dataset, data_root=str(data_dir or ""), seed=seed)
     bar = tqdm(total=rounds, desc="rounds", disable=as_json)
@@ -149,9 +168,14 @@ def fed_app(
     per_round: PerRoundOpt = 2,
     rounds: RoundsOpt = 3,
     alpha: AlphaOpt = 0.1,
-    local_epochs: LocalEpochsOpt = 1,
+    local_epochs: LocalEpochsOpt = 5,
+    bn: BnOpt = "train",
+    weighting: WeightingOpt = "equal",
     train_subset: TrainSubsetOpt = 0,
     eval_every: EvalEveryOpt = 5,
+    min_nodes: MinNodesOpt = 0,
+    node_wait: NodeWaitOpt = 120.0,
+    reply_timeout: ReplyTimeoutOpt = 3600.0,
     out: Annotated[Path, typer.Option("--out", "-o", metavar="DIR",
                                       help="Where the ServerApp writes its run folder.")
                    ] = Path("runs/fed-deploy"),
@@ -173,7 +197,8 @@ def fed_app(
     from ..fed.app import write_flower_app
 
     cfg = _config(supernet, set_, clients=clients, per_round=per_round, rounds=rounds,
-                  alpha=alpha, local_epochs=local_epochs, train_subset=train_subset,
-                  eval_every=eval_every, seed=seed)
+                  alpha=alpha, local_epochs=local_epochs, bn=bn, weighting=weighting,
+                  train_subset=train_subset, eval_every=eval_every, min_nodes=min_nodes,
+                  node_wait=node_wait, reply_timeout=reply_timeout, seed=seed)
     path = write_flower_app(directory, cfg, out)
     typer.echo(f"wrote {path}; run it with: flwr run {directory} <connection> --stream")

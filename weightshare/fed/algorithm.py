@@ -16,8 +16,10 @@ import torch
 from torch import Tensor
 
 from ..space import SearchSpace, SubnetConfig
+from .config import WEIGHTINGS
 
-__all__ = ["Assignment", "ClientUpdate", "tracking_sandwich", "largest_weight", "aggregate"]
+__all__ = ["Assignment", "ClientUpdate", "tracking_sandwich", "count_held", "largest_weight",
+           "client_weights", "aggregate", "WEIGHTINGS"]
 
 LARGEST, SMALLEST, RANDOM = "largest", "smallest", "random"
 
@@ -36,8 +38,8 @@ def tracking_sandwich(nodes: Sequence[int], space: SearchSpace, held: Mapping[st
     The node that has held the largest SubNet the fewest times gets it; of the
     rest, the node that has held the smallest the fewest times gets that; every
     other node a random SubNet. `held[role][node]` counts past assignments (the
-    caller updates it); ties go to the earlier node in `nodes`, so the order the
-    caller passes (already randomly sampled) breaks them.
+    caller updates it with `count_held`); ties go to the earlier node in `nodes`,
+    so the order the caller passes (already randomly sampled) breaks them.
     """
     if not nodes:
         return []
@@ -54,18 +56,39 @@ def tracking_sandwich(nodes: Sequence[int], space: SearchSpace, held: Mapping[st
     return out
 
 
+def count_held(held: dict[str, dict[int, int]], assignments: Sequence[Assignment],
+               space: SearchSpace) -> None:
+    """Add this round's assignments to the tracking counts, in place.
+
+    As the reference (base_server_model.py, tracking_sandwich_all_subnet_sample),
+    a node counts as having held the largest (smallest) SubNet whenever it trained
+    it, also when a random draw happened to be that SubNet.
+    """
+    largest, smallest = space.largest(), space.smallest()
+    for a in assignments:
+        for role, corner in ((LARGEST, largest), (SMALLEST, smallest)):
+            if a.role == role or a.subnet == corner:
+                counts = held.setdefault(role, {})
+                counts[a.node] = counts.get(a.node, 0) + 1
+                break
+
+
 def largest_weight(server_round: int, total_rounds: int, clients_per_round: int, *,
                    start: float = 0.9, decay_fraction: float = 0.8) -> float:
-    """Share of the total aggregation weight given to the largest SubNet's client.
+    """Share of the total aggregation weight given to the largest SubNet's client (beta).
 
-    Cosine from `start` at round 1 to 1/K (K clients per round: an equal share)
-    at `decay_fraction` of the rounds, then 1/K. Rounds count from 1.
+    The reference's `maxnet_cos_all_subnet` (superfednas_trainer.py): with
+    r = server_round - 1 (its rounds count from 0) and N = decay_fraction x
+    total_rounds steps, beta = 1/K + (start - 1/K) x (1 + cos(pi min(r, N) / N)) / 2,
+    i.e. `start` at the first round, 1/K (K clients per round: an equal share)
+    from round N + 1 on.
     """
     if clients_per_round < 1 or total_rounds < 1:
         raise ValueError("clients_per_round and total_rounds must be >= 1")
     end = 1.0 / clients_per_round
-    horizon = max(1.0, decay_fraction * total_rounds)
-    t = min(1.0, max(0, server_round - 1) / max(1.0, horizon - 1)) if horizon > 1 else 1.0
+    steps = decay_fraction * total_rounds
+    r = max(0, server_round - 1)
+    t = min(1.0, r / steps) if steps > 0 else 1.0
     return end + (start - end) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
@@ -79,22 +102,34 @@ class ClientUpdate:
     role: str = RANDOM
 
 
-def client_weights(updates: Sequence[ClientUpdate], largest_share: float | None) -> list[float]:
-    """Relative weights: sample counts, with the largest client's share set to `largest_share`.
+def client_weights(updates: Sequence[ClientUpdate], largest_share: float | None,
+                   weighting: str = "equal", clients_per_round: int | None = None) -> list[float]:
+    """Aggregation weight of each reply (the reference's `avg_weight`).
 
-    Other clients' weights are their sample counts normalised to sum to 1; the
-    largest client's is share / (1 - share), so it holds `largest_share` of the
-    total where all clients overlap (at share 1/K with equal counts, all equal).
+    With `largest_share` beta (SuperFedNAS), the largest SubNet's client gets beta
+    and every other client (1 - beta) / (K - 1), K = `clients_per_round` (default:
+    the number of replies), as the reference's `maxnet_cos_all_subnet`; without it
+    (FedAvg) every client gets 1 (the reference's `uniform_avg`). `weighting=
+    "samples"` (the reference's --weight_dataset) then multiplies each weight by
+    the client's share of this round's training examples. Weights are relative:
+    `aggregate` divides each element by the weights of the clients that sent it.
     """
-    others = [u.num_examples for u in updates if u.role != LARGEST]
-    total = float(sum(others))
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    k = clients_per_round or len(updates)
+    has_largest = largest_share is not None and any(u.role == LARGEST for u in updates)
     weights = []
     for u in updates:
-        if u.role == LARGEST and largest_share is not None and others:
-            weights.append(largest_share / max(1e-12, 1.0 - largest_share))
+        if not has_largest:
+            weights.append(1.0)
+        elif u.role == LARGEST:
+            weights.append(float(largest_share))
         else:
-            weights.append(u.num_examples / total if total > 0 and u.role != LARGEST
-                           else float(max(1, u.num_examples)))
+            weights.append((1.0 - float(largest_share)) / max(1, k - 1))
+    if weighting == "samples":
+        total = float(sum(u.num_examples for u in updates))
+        weights = [w * (u.num_examples / total if total > 0 else 1.0)
+                   for w, u in zip(weights, updates, strict=True)]
     return weights
 
 

@@ -12,15 +12,27 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-__all__ = ["FedConfig", "MODES"]
+__all__ = ["FedConfig", "MODES", "BN_MODES", "WEIGHTINGS"]
 
 # superfednas: weight-shared SubNets per client; fedavg: every client trains `subnet`.
 MODES = ("superfednas", "fedavg")
+# train: BN trained and its statistics aggregated, recalibrated before evaluation.
+# identity: the reference's default (no --use_bn): every BN fixed to scale 1, shift 0,
+#   statistics 0/1, in eval mode, in local training and evaluation alike (no recalibration).
+BN_MODES = ("train", "identity")
+# equal: the reference's default client weights; samples: its --weight_dataset.
+WEIGHTINGS = ("equal", "samples")
 
 
 @dataclass
 class FedConfig:
-    """One federated training run (defaults: the reference's settings where they fit a CPU)."""
+    """One federated training run.
+
+    Client training defaults are the reference's (gatech-sysml/superfednas,
+    parse_args.py and subnet_trainer.py): plain SGD at LR 0.1 (no momentum, no
+    weight decay, constant over rounds), 5 local epochs, batch 64, gradient
+    clipping at norm 1, equal client weights. docs/federated.md lists each point.
+    """
 
     supernet: str = "ofa_mbv3_small"
     supernet_args: dict[str, Any] = field(default_factory=dict)
@@ -35,14 +47,19 @@ class FedConfig:
     per_round: int = 8
     rounds: int = 20
     alpha: float = 0.1  # Dirichlet label concentration; 100 is close to IID
-    local_epochs: int = 1  # the reference uses 5
+    local_epochs: int = 5
     batch_size: int = 64
     lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 3e-5
+    momentum: float = 0.0
+    weight_decay: float = 0.0
     clip: float = 1.0
+    bn: str = "train"  # see BN_MODES; the reference's default is "identity"
+    weighting: str = "equal"  # see WEIGHTINGS
     largest_start: float = 0.9
     decay_fraction: float = 0.8
+    min_nodes: int = 0  # fewest connected nodes a round starts with (0: per_round)
+    node_wait: float = 120.0  # seconds a round waits for per_round nodes before using fewer
+    reply_timeout: float = 3600.0  # seconds a round waits for replies
     eval_every: int = 5
     seed: int = 0
     augment: bool = True
@@ -61,6 +78,22 @@ class FedConfig:
             raise ValueError("largest_start and decay_fraction must be in (0, 1]")
         if self.lr <= 0 or self.clip < 0:
             raise ValueError("lr must be > 0 and clip >= 0 (0: no clipping)")
+        if self.momentum < 0 or self.weight_decay < 0:
+            raise ValueError("momentum and weight_decay must be >= 0")
+        if self.bn not in BN_MODES:
+            raise ValueError(f"bn must be one of {BN_MODES}, got {self.bn!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+        if not 0 <= self.min_nodes <= self.per_round:
+            raise ValueError(f"min_nodes must be in 0..per_round ({self.per_round}), "
+                             f"got {self.min_nodes}")
+        if self.node_wait < 0 or self.reply_timeout <= 0:
+            raise ValueError("node_wait must be >= 0 and reply_timeout > 0")
+
+    @property
+    def needed_nodes(self) -> int:
+        """Fewest connected nodes a round runs with."""
+        return self.min_nodes or self.per_round
 
     # ------------------------------------------------------------- run config
     def to_run_config(self) -> dict[str, Any]:

@@ -2,10 +2,12 @@
 
 The loop drives the `SuperFedNAS` strategy's `configure_train` /
 `aggregate_train` over the Grid itself (rather than `Strategy.start`) so that
-it can resume from a checkpoint, stop at a client-compute budget, evaluate the
-corner SubNets every `eval_every` rounds after BN recalibration on the
-server's calibration images, and write a checkpoint in the same format as
-centralized training: search, export and serving work on it unchanged.
+it can resume from a checkpoint, stop exactly at a client-compute budget, give
+up on a dead node within seconds (`exchange`), evaluate the corner SubNets
+every `eval_every` rounds (after BN recalibration on the server's calibration
+images when BN is trained), and write a checkpoint in the same format as
+centralized training: search, export and serving work on it unchanged (a run
+with `bn="identity"` must be evaluated without BN recalibration).
 
 Outputs in `out_dir`: `checkpoint.pt` (atomic, after every evaluation),
 `history.json` (one row per round), `clients.json` (per-client data sizes).
@@ -30,11 +32,11 @@ from ..io import atomic_write_text, read_json
 from ..models import SuperNet, create_supernet
 from ..space import SubnetConfig
 from ..train.evaluate import accuracy, recalibrate
-from .client import client_partitions, load_fed_dataset
+from .client import client_partitions, load_fed_dataset, set_identity_bn
 from .config import FedConfig
-from .strategy import SuperFedNAS
+from .strategy import SuperFedNAS, exchange
 
-__all__ = ["run_server", "make_server_app", "evaluate_corners", "client_sizes"]
+__all__ = ["run_server", "make_server_app", "evaluate_corners", "client_sizes", "budget_floor"]
 
 RoundHook = Callable[[dict[str, Any]], None]
 
@@ -51,7 +53,12 @@ def client_sizes(cfg: FedConfig) -> dict[str, Any]:
 
 
 def evaluate_corners(net: SuperNet, cfg: FedConfig) -> dict[str, float]:
-    """Test accuracy (percent) of the corner SubNets (FedAvg: its one SubNet), recalibrated."""
+    """Test accuracy (percent) of the corner SubNets (FedAvg: its one SubNet).
+
+    With `bn="train"` each is BN-recalibrated on the server's calibration images
+    first; with `bn="identity"` (the reference's default) BN stays the identity it
+    was trained with, so there is nothing to recalibrate (as the reference's test).
+    """
     ds = load_fed_dataset(cfg)
     net.subnet_norms.clear()  # statistics of older weights are stale
     if cfg.mode == "fedavg":
@@ -64,7 +71,8 @@ def evaluate_corners(net: SuperNet, cfg: FedConfig) -> dict[str, float]:
                 subnets[f"corner{i}"] = c
     out = {}
     for name, subnet in subnets.items():
-        recalibrate(net, subnet, ds)
+        if cfg.bn == "train":
+            recalibrate(net, subnet, ds)
         out[f"acc_{name}"] = accuracy(net, subnet, ds)
     return out
 
@@ -87,33 +95,51 @@ def _resume(ckpt: Path, net: SuperNet, strategy: SuperFedNAS, cfg: FedConfig
     return int(fed["round"]) + 1, list(fed["history"])
 
 
+def budget_floor(net: SuperNet, cfg: FedConfig) -> float:
+    """Below this many MACs left, no client could train one more image: the budget is spent."""
+    subnet = (SubnetConfig.from_json(cfg.subnet) if cfg.mode == "fedavg" and cfg.subnet
+              else net.space.largest() if cfg.mode == "fedavg" else net.space.smallest())
+    return cfg.per_round * 3.0 * net.cost(subnet).macs
+
+
 def run_server(grid: Grid, cfg: FedConfig, out_dir: str | Path, *, threads: int = 1,
-               max_client_macs: float = 0.0, timeout: float = 3600.0,
+               max_client_macs: float = 0.0, timeout: float | None = None,
                on_round: RoundHook | None = None) -> list[dict[str, Any]]:
-    """Run (or resume) the federated training; returns the per-round history."""
+    """Run (or resume) the federated training; returns the per-round history.
+
+    With `max_client_macs` the run stops at that much client training compute,
+    not past it: each round's clients may spend at most (what is left) / K
+    MACs each (a client stops mid-epoch at its cap), and the run ends once less
+    than one image per client is left (or at `cfg.rounds`).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     net = create_supernet(cfg.supernet, **cfg.supernet_args)
+    if cfg.bn == "identity":
+        set_identity_bn(net)
     strategy = SuperFedNAS(cfg, net, threads=threads)
     strategy.summary()
     ckpt = out / "checkpoint.pt"
     start, history = _resume(ckpt, net, strategy, cfg)
     atomic_write_text(out / "clients.json", _json(client_sizes(cfg)))
     spent = sum(float(r.get("client_macs", 0.0)) for r in history)
+    floor = budget_floor(net, cfg) if max_client_macs else 0.0
     for rnd in range(start, cfg.rounds + 1):
-        if max_client_macs and spent >= max_client_macs:
-            log(INFO, "client compute budget %.3g MACs reached after round %s", max_client_macs,
-                rnd - 1)
+        if max_client_macs and max_client_macs - spent < floor:
+            log(INFO, "client compute budget %.4g MACs spent (%.4g) after round %s",
+                max_client_macs, spent, rnd - 1)
             break
         t0 = time.perf_counter()
-        replies = grid.send_and_receive(
-            strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid), timeout=timeout)
+        strategy.client_budget = ((max_client_macs - spent) / cfg.per_round
+                                  if max_client_macs else 0.0)
+        messages = list(strategy.configure_train(rnd, ArrayRecord(), ConfigRecord(), grid))
+        replies, _ = exchange(grid, messages, cfg.reply_timeout if timeout is None else timeout)
         _, metrics = strategy.aggregate_train(rnd, replies)
         row: dict[str, Any] = {"round": rnd, **dict(metrics or {})}
         spent += float(row.get("client_macs", 0.0))
         row["total_client_macs"] = spent
-        last = rnd == cfg.rounds or (max_client_macs and spent >= max_client_macs)
+        last = rnd == cfg.rounds or bool(max_client_macs and max_client_macs - spent < floor)
         if rnd % cfg.eval_every == 0 or last:
             row.update(evaluate_corners(net, cfg))
         row["seconds"] = time.perf_counter() - t0

@@ -15,12 +15,17 @@ def dirichlet_split(
     seed: int = 0,
     min_size: int = 1,
     max_tries: int = 1000,
+    balance: bool = True,
 ) -> list[np.ndarray]:
     """Partition sample indices among clients with per-class Dirichlet(alpha) proportions.
 
     For each class, its samples (shuffled) are cut among the clients in
     proportions drawn from Dirichlet(alpha, ..., alpha). Small alpha gives each
-    client few classes; alpha=100 is close to IID. The whole draw is repeated
+    client few classes; alpha=100 is close to IID. With `balance` (as the
+    reference's FedML partition, noniid_partition.py,
+    partition_class_samples_with_dirichlet_distribution), a client that already
+    holds N / num_clients samples gets no share of the later classes, so no
+    client ends with much more than an even share. The whole draw is repeated
     until every client has at least ``min_size`` samples (at most ``max_tries``
     times, then ValueError). Returns one sorted int64 index array per client;
     together they are disjoint and cover every sample. Deterministic by ``seed``.
@@ -43,6 +48,10 @@ def dirichlet_split(
         for idx in by_class:
             idx = rng.permutation(idx)
             props = rng.dirichlet(np.full(num_clients, alpha))
+            if balance:
+                sizes = np.array([sum(len(c) for c in p) for p in parts])
+                capped = props * (sizes < n / num_clients)
+                props = capped / capped.sum() if capped.sum() > 0 else props
             cuts = (np.cumsum(props)[:-1] * len(idx)).astype(np.int64)
             for client, chunk in enumerate(np.split(idx, cuts)):
                 parts[client].append(chunk)

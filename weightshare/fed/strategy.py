@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
 from typing import Any
 
@@ -34,24 +34,84 @@ from .algorithm import (
     ClientUpdate,
     aggregate,
     client_weights,
+    count_held,
     largest_weight,
     tracking_sandwich,
 )
 from .config import FedConfig
 from .masks import subnet_masks, take
 
-__all__ = ["SuperFedNAS", "wait_for_nodes"]
+__all__ = ["SuperFedNAS", "wait_for_nodes", "exchange"]
 
 
-def wait_for_nodes(grid: Grid, n: int, timeout: float = 600.0) -> list[int]:
-    """Node ids once at least `n` nodes are connected (deployment nodes join late)."""
-    start = time.monotonic()
-    while len(nodes := sorted(grid.get_node_ids())) < n:
-        if time.monotonic() - start > timeout:
-            raise TimeoutError(f"only {len(nodes)} of the {n} nodes needed per round connected "
-                               f"within {timeout:.0f} s")
-        time.sleep(1.0)
-    return nodes
+def wait_for_nodes(grid: Grid, want: int, need: int | None = None, wait: float = 120.0, *,
+                   give_up: float = 3600.0, poll: float = 1.0,
+                   clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> list[int]:
+    """Ids of the connected nodes, once `want` are connected, or `need` after `wait` s.
+
+    Deployment nodes join late and may die: a round waits up to `wait` seconds
+    for `want` nodes, then runs with the `need` (<= want) or more that are
+    connected; with fewer it keeps waiting (saying so) and raises TimeoutError
+    after `give_up` seconds.
+    """
+    need = want if need is None else min(need, want)
+    start = last_log = clock()
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        waited = clock() - start
+        if len(nodes) >= want or (len(nodes) >= need and waited >= wait):
+            if len(nodes) < want:
+                log(WARNING, "only %s of %s nodes connected after %.0f s; this round uses them",
+                    len(nodes), want, waited)
+            return nodes
+        if waited > give_up:
+            raise TimeoutError(f"only {len(nodes)} nodes connected within {give_up:.0f} s "
+                               f"(a round needs at least {need})")
+        if clock() - last_log >= 10.0 or waited == 0:
+            last_log = clock()
+            log(INFO, "waiting for nodes: %s of %s connected (a round starts with at least %s "
+                "after %.0f s)", len(nodes), want, need, wait)
+        sleep(poll)
+
+
+def exchange(grid: Grid, messages: list[Message], timeout: float, *, poll: float = 1.0,
+             clock: Callable[[], float] = time.time,
+             sleep: Callable[[float], None] = time.sleep) -> tuple[list[Message], list[int]]:
+    """Send `messages`, collect replies until all are in, `timeout` s pass, or the
+    nodes still owing one have disconnected.
+
+    Like `Grid.send_and_receive`, but a node that leaves the Grid's connected
+    nodes (a dead SuperNode) is given up on within a few polls instead of at the
+    timeout. Returns (replies, ids of the nodes given up on).
+    """
+    owed = dict(zip(grid.push_messages(messages), (m.metadata.dst_node_id for m in messages),
+                    strict=True))
+    end = clock() + timeout
+    replies: list[Message] = []
+    gone: dict[int, int] = {}  # node -> consecutive polls it was missing
+    lost: list[int] = []
+    while owed:
+        got = list(grid.pull_messages(list(owed)))
+        replies.extend(got)
+        for msg in got:
+            owed.pop(msg.metadata.reply_to_message_id, None)
+        if not owed or clock() >= end:
+            break
+        connected = set(grid.get_node_ids())
+        for mid, node in list(owed.items()):
+            gone[node] = 0 if node in connected else gone.get(node, 0) + 1
+            if gone[node] >= 2:  # twice in a row: not a transient listing gap
+                log(WARNING, "node %s disconnected before replying; not waiting for it", node)
+                lost.append(node)
+                owed.pop(mid)
+        if owed:
+            sleep(poll)
+    if owed:
+        log(WARNING, "no reply from %s node(s) within %.0f s: %s", len(owed), timeout,
+            sorted(owed.values()))
+        lost.extend(owed.values())
+    return replies, lost
 
 
 class SuperFedNAS(Strategy):
@@ -64,6 +124,7 @@ class SuperFedNAS(Strategy):
         self.rng = random.Random(cfg.seed)
         self.held: dict[str, dict[int, int]] = {LARGEST: {}, "smallest": {}}
         self.pending: dict[int, Assignment] = {}
+        self.client_budget = 0.0  # MACs each client may spend this round (0: no cap)
         self.fixed = (SubnetConfig.from_json(cfg.subnet) if cfg.subnet else net.space.largest())
         if cfg.mode == "fedavg":
             net.space.validate(self.fixed)
@@ -84,15 +145,14 @@ class SuperFedNAS(Strategy):
         if self.cfg.mode == "fedavg":
             return [Assignment(n, RANDOM, self.fixed) for n in nodes]
         out = tracking_sandwich(nodes, self.net.space, self.held, self.rng)
-        for a in out:
-            if a.role in self.held:
-                self.held[a.role][a.node] = self.held[a.role].get(a.node, 0) + 1
+        count_held(self.held, out, self.net.space)
         return out
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        nodes = wait_for_nodes(grid, self.cfg.per_round)
-        chosen = self.rng.sample(nodes, self.cfg.per_round)
+        nodes = wait_for_nodes(grid, self.cfg.per_round, self.cfg.needed_nodes,
+                               self.cfg.node_wait)
+        chosen = self.rng.sample(nodes, min(self.cfg.per_round, len(nodes)))
         state = self.net.state_dict()
         messages = []
         self.pending = {}
@@ -112,6 +172,8 @@ class SuperFedNAS(Strategy):
                 "momentum": self.cfg.momentum,
                 "weight-decay": self.cfg.weight_decay,
                 "clip": self.cfg.clip,
+                "bn": self.cfg.bn,
+                "max-client-macs": float(self.client_budget),
                 "augment": self.cfg.augment,
                 "threads": self.threads,
                 "seed": self.cfg.seed * 100_003 + server_round,
@@ -127,8 +189,10 @@ class SuperFedNAS(Strategy):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         updates: list[ClientUpdate] = []
         losses, macs, failures = [], 0.0, 0
+        answered: set[int] = set()
         for reply in replies:
             node = reply.metadata.src_node_id
+            answered.add(node)
             a = self.pending.get(node)
             if reply.has_error() or a is None:
                 failures += 1
@@ -148,21 +212,27 @@ class SuperFedNAS(Strategy):
             updates.append(ClientUpdate(masks, values, int(m["num-examples"]), a.role))
             losses.append((float(m["train_loss"]), int(m["num-examples"])))
             macs += float(m["client_macs"])
+        silent = sorted(set(self.pending) - answered)  # dead or timed out: no reply at all
+        if silent:
+            log(WARNING, "round %s: no reply from node(s) %s", server_round, silent)
+        failures += len(silent)
         self.pending = {}
         if not updates:
-            return None, MetricRecord({"failures": failures, "clients": 0})
+            return None, MetricRecord({"failures": failures, "clients": 0,
+                                       "no_reply": len(silent)})
         share = (largest_weight(server_round, self.cfg.rounds, self.cfg.per_round,
                                 start=self.cfg.largest_start,
                                 decay_fraction=self.cfg.decay_fraction)
                  if self.cfg.mode == "superfednas" else None)
         state = self.net.state_dict()
         shared = {n: state[n] for u in updates for n in u.masks}
-        new = aggregate(shared, updates, client_weights(updates, share))
+        new = aggregate(shared, updates, client_weights(updates, share, self.cfg.weighting,
+                                                        self.cfg.per_round))
         self.net.load_state_dict(new, strict=False)
         n_total = sum(n for _, n in losses)
         metrics = {"train_loss": sum(loss * n for loss, n in losses) / max(1, n_total),
                    "client_macs": macs, "clients": len(updates), "failures": failures,
-                   "num-examples": n_total}
+                   "no_reply": len(silent), "num-examples": n_total}
         if share is not None:
             metrics["largest_share"] = share
         return None, MetricRecord(metrics)
