@@ -423,3 +423,18 @@ def test_every_library_error_is_a_weightshare_error():
         assert issubclass(err, WeightshareError), err
     msg = user_error("evaluate", "-c", "/nonexistent/ckpt.pt")
     assert "no checkpoint at" in msg
+
+
+def test_one_override_syntax_everywhere():
+    """--set, presets and serving specs read values the same way (YAML, plus numbers like 1e-3)."""
+    from weightshare.presets import parse_overrides
+    from weightshare.serve.spec import parse_spec
+    from weightshare.train import TrainConfig
+
+    assert parse_overrides(["lr=1e-3", "kernel_choices=[3, 5]", "supernet_args={width_mult: 0.5}"]) == {
+        "lr": 0.001, "kernel_choices": [3, 5], "supernet_args": {"width_mult": 0.5}}
+    assert TrainConfig.load("tiny", ["lr=1e-3"]).lr == 0.001
+    assert parse_spec("slackfit:margin_ms=1e-1,x=off", "policy") == (
+        "slackfit", {"margin_ms": 0.1, "x": "off"})
+    with pytest.raises(ValueError, match="expects KEY=VALUE"):
+        parse_overrides(["lr"])

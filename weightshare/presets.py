@@ -12,7 +12,35 @@ from typing import Any
 
 import yaml
 
-__all__ = ["list_presets", "load_options"]
+__all__ = ["list_presets", "load_options", "parse_overrides", "parse_value"]
+
+
+def parse_value(text: str) -> Any:
+    """One option value written on a command line, read as YAML: the one syntax of every
+    `--set KEY=VALUE`, preset file and policy/trace spec ("3" -> 3, "[3, 5]" -> [3, 5],
+    "{width_mult: 0.5}" -> a mapping, "true" -> True); text YAML cannot read stays text."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        # PyYAML (YAML 1.1) reads "1e-3" as text; on a command line it is a number.
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf") else value
+        except ValueError:
+            return value
+    return value
+
+
+def parse_overrides(items: list[str] | None, what: str = "override") -> dict[str, Any]:
+    """``["lr=0.2", "kernel_choices=[3, 5]"]`` -> ``{"lr": 0.2, "kernel_choices": [3, 5]}``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{what} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = parse_value(value)
+    return out
 
 
 def list_presets(folder: Path) -> list[str]:
@@ -35,10 +63,6 @@ def load_options(preset: str | Path | None, folder: Path, what: str,
             raise ValueError(f"{path} is not valid YAML: {err}") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path} must hold a mapping of options")
-    for item in overrides or []:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not KEY=VALUE")
-        key, value = item.split("=", 1)
-        data[key.strip()] = yaml.safe_load(value)
+    data.update(parse_overrides(overrides))
     data.update({k: v for k, v in kwargs.items() if v is not None})
     return data

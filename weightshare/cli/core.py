@@ -185,18 +185,11 @@ OpsetOpt = Annotated[int, typer.Option("--opset", min=7, help="ONNX opset versio
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
-    """``["width_mult=0.5", "kernel_choices=[3,5]"]`` -> ``{"width_mult": 0.5, ...}``."""
-    out: dict[str, Any] = {}
-    for item in items or ():
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(text)
-        except json.JSONDecodeError:
-            out[key] = text
-    return out
+    """``["width_mult=0.5", "kernel_choices=[3,5]"]`` -> ``{"width_mult": 0.5, ...}`` (YAML values,
+    as every `--set` of every command)."""
+    from ..presets import parse_overrides as _parse
+
+    return _parse(items, "--set")
 
 
 def build_supernet(name: str, overrides: list[str] | None = None, *, seed: int | None = None

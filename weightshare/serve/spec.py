@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..presets import parse_value as _yaml_value
+
 __all__ = ["parse_value", "parse_spec"]
 
 
 def parse_value(text: str) -> Any:
-    """"3" -> 3, "0.5" -> 0.5, "true"/"false"/"none", "50/200/50" -> [50, 200, 50], else text."""
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
+    """A spec value: YAML as every `--set` ("3" -> 3, "0.5" -> 0.5, "true"), plus two spellings
+    a comma-separated spec needs: "50/200/50" -> [50, 200, 50] (commas split the spec) and
+    "none" -> None; a path or other text stays a string."""
     if "/" in text:  # a list of numbers; a path (non-numeric parts) stays a string
         parts = [parse_value(t) for t in text.split("/")]
-        if all(isinstance(v, int | float) for v in parts):
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in parts):
             return parts
-    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+        return text
+    words = {"true": True, "false": False, "none": None}
+    if text.lower() in words:
+        return words[text.lower()]
+    value = _yaml_value(text)
+    # only numbers: YAML 1.1's yes/no/on/off stay the words a user typed
+    return value if isinstance(value, int | float) and not isinstance(value, bool) else text
 
 
 def parse_spec(spec: str, kind: str, positional: str | None = None) -> tuple[str, dict[str, Any]]:
