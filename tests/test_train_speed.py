@@ -95,6 +95,7 @@ def test_precision_choices():
         resolve_precision(cpu, "fp8")
     with pytest.raises(ValueError, match="amp="):
         TrainConfig(amp="half")
+    assert TrainConfig.load("tiny", ["amp=off"]).amp == "off"  # YAML's `off` is false
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="fp16 + GradScaler needs CUDA")

@@ -88,6 +88,8 @@ class TrainConfig:
             raise ValueError(f"shrink_at={self.shrink_at} must be a fraction in [0, 1]")
         from .precision import AMP_MODES
 
+        if self.amp is False:  # YAML (presets and --set) reads a bare `off` as false
+            self.amp = "off"
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp={self.amp!r}; choose from {list(AMP_MODES)}")
         if self.lr <= 0:
