@@ -84,7 +84,7 @@ def parse_args() -> argparse.Namespace:
     if a.quick:
         a.alphas, a.clients, a.per_round, a.rounds, a.local_epochs = [1.0], 4, 2, 2, 1
         a.train_subset, a.test_subset, a.calib_size = 800, 300, 200
-        a.search_pop, a.search_gens = 8, 4
+        a.search_pop, a.search_gens = 16, 5
     a.eval_every = a.eval_every or max(1, a.rounds // 10)
     return a
 

@@ -500,3 +500,27 @@ def test_wait_for_nodes_waits_bounded_and_says_for_what(monkeypatch):
     with pytest.raises(TimeoutError, match="at least 2"):
         wait_for_nodes(Grid(), 3, 2, 60.0, give_up=10.0, clock=lambda: now[0],
                        sleep=lambda dt: now.__setitem__(0, now[0] + dt))
+
+
+def test_exchange_times_out_and_reports_unsent_messages(task_identity):
+    from flwr.app import Message, MessageType, RecordDict
+
+    from weightshare.fed.strategy import exchange
+
+    now = [0.0]
+
+    class Grid:
+        def push_messages(self, messages):
+            return ["a", None]  # the second could not be pushed
+
+        def pull_messages(self, ids):
+            return []
+
+        def get_node_ids(self):
+            return [1]  # node 1 stays connected but never replies
+
+    msgs = [Message(content=RecordDict(), message_type=MessageType.TRAIN, dst_node_id=n)
+            for n in (1, 2)]
+    replies, lost = exchange(Grid(), msgs, 30.0, clock=lambda: now[0],
+                             sleep=lambda dt: now.__setitem__(0, now[0] + dt))
+    assert replies == [] and sorted(lost) == [1, 2] and 30.0 <= now[0] < 32.0

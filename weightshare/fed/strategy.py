@@ -85,12 +85,16 @@ def exchange(grid: Grid, messages: list[Message], timeout: float, *, poll: float
     nodes (a dead SuperNode) is given up on within a few polls instead of at the
     timeout. Returns (replies, ids of the nodes given up on).
     """
-    owed = dict(zip(grid.push_messages(messages), (m.metadata.dst_node_id for m in messages),
-                    strict=True))
+    ids = list(grid.push_messages(messages))
+    # Grids return the ids in message order, None (or nothing) for a message not pushed.
+    owed = {mid: m.metadata.dst_node_id for mid, m in zip(ids, messages, strict=False) if mid}
+    lost = [m.metadata.dst_node_id for mid, m in
+            zip(ids + [None] * (len(messages) - len(ids)), messages, strict=True) if not mid]
+    if lost:
+        log(WARNING, "could not send to node(s) %s", lost)
     end = clock() + timeout
     replies: list[Message] = []
     gone: dict[int, int] = {}  # node -> consecutive polls it was missing
-    lost: list[int] = []
     while owed:
         got = list(grid.pull_messages(list(owed)))
         replies.extend(got)
@@ -248,6 +252,7 @@ class SuperFedNAS(Strategy):
 
     def summary(self) -> None:
         log(INFO, "SuperFedNAS: mode=%s, %s of %s clients per round, largest share %.2f -> 1/%s "
-            "over %.0f%% of %s rounds", self.cfg.mode, self.cfg.per_round, self.cfg.clients,
-            self.cfg.largest_start, self.cfg.per_round, 100 * self.cfg.decay_fraction,
-            self.cfg.rounds)
+            "over %.0f%% of %s rounds, %s client weights, BN %s, %s local epochs", self.cfg.mode,
+            self.cfg.per_round, self.cfg.clients, self.cfg.largest_start, self.cfg.per_round,
+            100 * self.cfg.decay_fraction, self.cfg.rounds, self.cfg.weighting, self.cfg.bn,
+            self.cfg.local_epochs)
