@@ -382,11 +382,14 @@ class FakeGrid:
     """A Grid whose nodes run the ClientApp's train as soon as a message is pushed.
 
     Node i holds partition i; nodes in `die` disconnect when they receive a message
-    (a SuperNode killed mid-round) and never reply.
+    (a SuperNode killed mid-round) and never reply; with `link_error` the link
+    answers for them as Flower's SuperLink does ("Node Unavailable", sent from the
+    link's own id 1, not the node's).
     """
 
-    def __init__(self, cfg, nodes, die=()):
+    def __init__(self, cfg, nodes, die=(), link_error=False):
         self.cfg, self.nodes, self.die = cfg, list(nodes), set(die)
+        self.link_error = link_error
         self.replies = {}
         self.pushed: list[list[int]] = []
 
@@ -410,6 +413,12 @@ class FakeGrid:
             if node in self.die:
                 self.nodes.remove(node)
                 self.die.discard(node)
+                if self.link_error:
+                    from flwr.app import Error, Message
+
+                    err = Message(Error(code=0, reason="Node Unavailable"), reply_to=m)
+                    err.metadata.__dict__["_src_node_id"] = 1
+                    self.replies[mid] = err
                 continue
             ctx = Context(run_id=1, node_id=node, node_config={"partition-id": node},
                           state=RecordDict(), run_config={})
@@ -449,8 +458,9 @@ def test_budget_stops_exactly_not_past_it(tmp_path, task_identity):
     assert all(r["total_client_macs"] <= budget for r in hist)
 
 
+@pytest.mark.parametrize("link_error", [False, True])
 def test_dead_node_costs_seconds_and_later_rounds_use_the_connected(tmp_path, task_identity,
-                                                                    monkeypatch):
+                                                                    monkeypatch, link_error):
     import time
 
     from weightshare.fed import strategy as strategy_mod
@@ -463,14 +473,16 @@ def test_dead_node_costs_seconds_and_later_rounds_use_the_connected(tmp_path, ta
                     per_round=3, min_nodes=2, node_wait=0.0, rounds=2, alpha=100.0,
                     batch_size=32, local_epochs=1, eval_every=2, reply_timeout=600.0,
                     train_subset=200, mode="fedavg", subnet=small)
-    grid = FakeGrid(cfg, range(3), die={2})
+    grid = FakeGrid(cfg, range(3), die={2}, link_error=link_error)
     t0 = time.monotonic()
     hist = run_server(grid, cfg, tmp_path / "run")
     assert time.monotonic() - t0 < 60  # not the 600 s reply timeout
     assert [r["round"] for r in hist] == [1, 2]
-    assert (hist[0]["clients"], hist[0]["failures"], hist[0]["no_reply"]) == (2, 1, 1)
+    assert (hist[0]["clients"], hist[0]["failures"], hist[0]["no_reply"]) == (
+        2, 1, 0 if link_error else 1)  # one failure, charged to node 2 either way
     assert sorted(grid.pushed[1]) == [0, 1] and hist[1]["failures"] == 0
-    assert any("node 2 disconnected" in m for m in messages)
+    assert any(("node 2 failed" if link_error else "node 2 disconnected") in m
+               for m in messages)
     assert any("only 2 of 3 nodes connected" in m for m in messages)
 
 

@@ -129,6 +129,7 @@ class SuperFedNAS(Strategy):
         self.held: dict[str, dict[int, int]] = {LARGEST: {}, "smallest": {}}
         self.pending: dict[int, Assignment] = {}
         self.client_budget = 0.0  # MACs each client may spend this round (0: no cap)
+        self.sent: list[Message] = []
         self.fixed = (SubnetConfig.from_json(cfg.subnet) if cfg.subnet else net.space.largest())
         if cfg.mode == "fedavg":
             net.space.validate(self.fixed)
@@ -185,6 +186,7 @@ class SuperFedNAS(Strategy):
             content = RecordDict({"arrays": ArrayRecord(take(state, masks)), "config": settings})
             messages.append(Message(content=content, message_type=MessageType.TRAIN,
                                     dst_node_id=a.node))
+        self.sent = messages  # their ids (set when pushed) map error replies to nodes
         log(INFO, "configure_train: round %s, %s nodes: %s", server_round, len(messages),
             ", ".join(f"{a.role}" for a in self.pending.values()))
         return messages
@@ -194,8 +196,12 @@ class SuperFedNAS(Strategy):
         updates: list[ClientUpdate] = []
         losses, macs, failures = [], 0.0, 0
         answered: set[int] = set()
+        # An error the SuperLink sends for a dead node ("Node Unavailable") comes from the
+        # link, not the node: find the node by the message it answers.
+        by_id = {m.metadata.message_id: m.metadata.dst_node_id for m in self.sent
+                 if m.metadata.message_id}
         for reply in replies:
-            node = reply.metadata.src_node_id
+            node = by_id.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
             answered.add(node)
             a = self.pending.get(node)
             if reply.has_error() or a is None:
@@ -220,7 +226,7 @@ class SuperFedNAS(Strategy):
         if silent:
             log(WARNING, "round %s: no reply from node(s) %s", server_round, silent)
         failures += len(silent)
-        self.pending = {}
+        self.pending, self.sent = {}, []
         if not updates:
             return None, MetricRecord({"failures": failures, "clients": 0,
                                        "no_reply": len(silent)})
