@@ -36,7 +36,14 @@ import statistics
 import time
 from pathlib import Path
 
-from common import REPO_ROOT, RESULTS_DIR, markdown_table, save_plot, write_results
+from common import (
+    REPO_ROOT,
+    RESULTS_DIR,
+    command_line,
+    markdown_table,
+    save_plot,
+    write_results,
+)
 
 from weightshare.quant.config import QuantConfig
 from weightshare.quant.genotype import load_genotype
@@ -116,8 +123,10 @@ def report(rows: list[dict], traces: dict, cfg: QuantConfig, args: argparse.Name
         len(r["accs"]) == len(args.seeds) for r in rows)
     lines = []
     if not finished:
+        resume = command_line().replace(" --report-only", "")
         lines += ["**PARTIAL RESULTS: the run has not finished (rows or seeds missing). "
-                  "Rerun the command above to resume it.**", ""]
+                  f"Resume it with `OMP_NUM_THREADS=1 {resume}` (finished runs are reused).**",
+                  ""]
     if g:
         def status(ok: bool) -> str:
             # a goal not yet reached while rows are missing is pending, not failed
