@@ -64,7 +64,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                 # auto | cpu | cuda | cuda:N
     amp: str = "auto"                    # auto (bf16/fp16 on CUDA, fp32 on CPU) | off | bf16 | fp16
-    channels_last: bool = True           # NHWC convolutions: ~2x faster steps on CPU and GPU
+    channels_last: bool = True           # NHWC convolutions (oneDNN's depthwise backward is slow on NCHW)
     out: str = "runs/train"
     save_every_steps: int = 0            # extra mid-epoch checkpoints (0: per epoch only)
     max_steps: int | None = None         # stop early (smoke tests); schedules still use the full run
