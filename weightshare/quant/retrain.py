@@ -23,12 +23,14 @@ import torch.nn.functional as F
 from ..checkpoint import CheckpointError
 from ..data import Dataset, Loader
 from ..io import atomic_write_text
+from ..train.common import pick_device
+from ..train.schedules import cosine_lr
 from .config import QuantConfig
 from .cost import bitops_split, layer_bitops
 from .derived import DerivedNetwork
 from .genotype import Genotype, GenotypeError
 from .state import load_state, save_state
-from .train_utils import cosine_lr, evaluate, load_data, pick_device, progress_bar
+from .train_utils import evaluate, load_data, progress_bar
 
 __all__ = ["RetrainResult", "load_retrained", "retrain"]
 

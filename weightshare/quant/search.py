@@ -32,12 +32,14 @@ import torch.nn.functional as F
 from ..checkpoint import CheckpointError
 from ..data import Dataset, Loader
 from ..io import atomic_write_text
+from ..train.common import pick_device
+from ..train.schedules import cosine_lr
 from .config import QuantConfig
 from .cost import BITOPS_UNIT, complexity_loss, conv_macs, expected_bitops
 from .genotype import Genotype, NetSpec, save_genotype
 from .search_model import SearchNetwork
 from .state import load_state, save_state
-from .train_utils import cosine_lr, load_data, pick_device, progress_bar
+from .train_utils import load_data, progress_bar
 
 __all__ = ["SearchResult", "build_search_network", "search"]
 
@@ -159,7 +161,7 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
                     F.cross_entropy(net(xa), ya).backward()
                     a_opt.step()
                     _set_grad(weights + gammas, True)
-                frac = cosine_lr(step, total, 1.0, cfg.lr_min / cfg.lr)
+                frac = cosine_lr(step, total, 1.0, final_lr=cfg.lr_min / cfg.lr)
                 w_opt.param_groups[0]["lr"] = cfg.lr * frac
                 w_opt.param_groups[1]["lr"] = cfg.gamma_lr * frac
                 w_opt.zero_grad(set_to_none=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -12,7 +11,7 @@ from torch import nn
 from ..data import Dataset, Loader, load_dataset
 from .config import QuantConfig
 
-__all__ = ["cosine_lr", "evaluate", "load_data", "pick_device", "progress_bar"]
+__all__ = ["evaluate", "load_data", "progress_bar"]
 
 
 def load_data(cfg: QuantConfig, train_subset: int | None) -> Dataset:
@@ -20,18 +19,6 @@ def load_data(cfg: QuantConfig, train_subset: int | None) -> Dataset:
     return load_dataset(cfg.dataset, cfg.data_dir, calib_size=cfg.arch_size, seed=cfg.seed,
                         train_subset=train_subset, test_subset=cfg.test_subset,
                         **cfg.dataset_args)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def cosine_lr(step: int, total: int, base: float, minimum: float = 0.0) -> float:
-    """Cosine from `base` at step 0 to `minimum` at `total` (one half period)."""
-    t = min(max(step, 0), total) / max(total, 1)
-    return minimum + 0.5 * (base - minimum) * (1.0 + math.cos(math.pi * t))
 
 
 @torch.no_grad()
