@@ -160,19 +160,26 @@ def _export_baseline(rev: str, dest: Path) -> Path:
     return dest
 
 
-def _spawn(args: argparse.Namespace, kind: str, step: str, pythonpath: str | None,
-           extra: list[str]) -> dict:
+def _run_worker(args: argparse.Namespace, worker: list[str],
+                pythonpath: str | None = None) -> str:
+    """Run this script as a worker (pinned to `--core`, 1 thread); its last stdout line."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    cmd = [sys.executable, __file__, "--worker", kind, "--step", step, "--batch", str(args.batch),
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--extra", json.dumps(extra)]
+    cmd = [sys.executable, __file__, *worker, "--batch", str(args.batch)]
     if args.core is not None:
         cmd = ["taskset", "-c", str(args.core), *cmd]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(REPO_ROOT))
     if res.returncode != 0:
-        raise RuntimeError(f"{kind}/{step} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+        raise RuntimeError(f"worker {' '.join(worker)} failed:\n{res.stderr[-3000:]}")
+    return res.stdout.strip().splitlines()[-1]
+
+
+def _spawn(args: argparse.Namespace, kind: str, step: str, pythonpath: str | None,
+           extra: list[str]) -> dict:
+    return json.loads(_run_worker(args, ["--worker", kind, "--step", step, "--steps",
+                                         str(args.steps), "--warmup", str(args.warmup),
+                                         "--extra", json.dumps(extra)], pythonpath))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -201,7 +208,7 @@ def run(args: argparse.Namespace) -> None:
                      "img_per_s": statistics.median(o["img_per_s"] for o in outs),
                      "step_ms": statistics.median(o["step_ms"] for o in outs),
                      "rounds_img_per_s": [o["img_per_s"] for o in outs]})
-    prof = json.loads(_profile_subprocess(args))
+    prof = json.loads(_run_worker(args, ["--worker", "profile", "--steps", str(min(args.steps, 8))]))
     by = {(r["step"], r["impl"]): r["img_per_s"] for r in rows}
     ratios = {s: {"after_vs_before": by[(s, "after")] / by[(s, "before")],
                   "static_vs_after": by[(s, "static")] / by[(s, "after")]} for s in STEPS}
@@ -228,17 +235,6 @@ def run(args: argparse.Namespace) -> None:
                   notes=notes)
     _plot(rows, out / "train_throughput.png")
     print(table)
-
-
-def _profile_subprocess(args: argparse.Namespace) -> str:
-    cmd = [sys.executable, __file__, "--worker", "profile", "--batch", str(args.batch),
-           "--steps", str(min(args.steps, 8))]
-    if args.core is not None:
-        cmd = ["taskset", "-c", str(args.core), *cmd]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(REPO_ROOT),
-                         check=True)
-    return res.stdout.strip().splitlines()[-1]
 
 
 def _plot(rows: list[dict], path: Path) -> None:

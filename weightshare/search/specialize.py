@@ -147,10 +147,10 @@ def verify_pick(result: SearchResult, target: Target, *, measure_ms: MeasureMs |
             rejected.append({"subnet": cand.subnet.to_dict(), "predicted_ms":
                              cand.costs.get("latency_ms"), "measured_ms": ms})
         else:
-            worst = min(r["measured_ms"] for r in rejected)
+            fastest = min(r["measured_ms"] for r in rejected)
             raise SearchError(
                 f"target {target.name!r}: the {len(rejected)} most accurate SubNets within the "
-                f"table's {cap:g} ms all measured over it (fastest {worst:.3f} ms); rebuild the "
+                f"table's {cap:g} ms all measured over it (fastest {fastest:.3f} ms); rebuild the "
                 "latency table on this machine (`weightshare profile`) or raise the cap")
     acc, images = (measure_acc(chosen.subnet) if measure_acc is not None else (None, 0))
     return chosen, Verification(ms, acc, images, rejected)
@@ -169,7 +169,7 @@ def latency_fn(net: SuperNet, table: Any, *, rounds: int = 3, runs: int = 30) ->
 
 
 def measured_test_accuracy(net: SuperNet, dataset: Dataset, *,
-                     device: str | torch.device = "cpu") -> MeasureAcc:
+                           device: str | torch.device = "cpu") -> MeasureAcc:
     """Test top-1 after BN recalibration on calib: the number `weightshare evaluate` reports."""
     from ..train.evaluate import accuracy, recalibrate
 
