@@ -11,7 +11,7 @@ FMNIST := /usr/share/datasets/fashion-mnist
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ray,kserve]'
 	touch $@
 
 install: $(VENV)/.installed
