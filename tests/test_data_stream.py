@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -415,3 +420,63 @@ def test_full_preset_streams_an_imagenet_layout_folder_and_resumes_exactly(
     ref, got = whole.supernet.state_dict(), resumed.supernet.state_dict()
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0, msg=k)
+
+
+def _train_cli(root: Path, out: Path, *extra: str, resume: bool = False) -> subprocess.Popen:
+    """`weightshare train` on the streamed folder in a new session (its workers included), so
+    the test can SIGKILL the whole process group the way an OOM killer or a pre-empted node
+    would: no handler runs, no checkpoint is finished on the way out."""
+    sets = ["dataset=imagefolder", f"data_dir={root}",
+            "dataset_args={image_size: 32, stream: true, workers: 1, min_scale: 0.5}",
+            "train_subset=null", "test_subset=null", "calib_size=16", "batch_size=16",
+            "eval_spread=0", "progress=false", "tensorboard=false", "epochs=2",
+            "save_every_steps=1",
+            "supernet_args={width_mult: 0.25, kernel_choices: [3], feature_dim: 32, "
+            "unit_widths: [16, 16, 24, 24, 32]}", *extra]
+    exe = Path(sys.executable).with_name("weightshare")
+    cmd = [str(exe), "train", "--preset", "tiny", "--out", str(out), "--json"]
+    cmd += [a for s in sets for a in ("--set", s)] + (["--resume"] if resume else [])
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _steps_logged(out: Path) -> int:
+    log = out / "log.jsonl"
+    if not log.exists():
+        return 0
+    return sum('"kind": "train"' in line for line in log.read_text().splitlines())
+
+
+def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_weights(
+    ten: Path, tmp_path: Path
+) -> None:
+    """Issue 17: a streamed run killed with SIGKILL in the middle of its second epoch (trainer
+    and DataLoader workers at once, possibly mid-checkpoint-write) resumes from its last
+    complete checkpoint to the same weights as a run that was never interrupted."""
+    from weightshare.checkpoint import load_checkpoint
+
+    whole = _train_cli(ten, tmp_path / "whole")
+    cut = _train_cli(ten, tmp_path / "cut")
+    deadline = time.monotonic() + 240
+    # 4 steps per epoch: kill once step 6 of 8 is logged (batch 2 of epoch 1)
+    while _steps_logged(tmp_path / "cut") < 6:
+        assert cut.poll() is None, cut.stderr.read()
+        assert time.monotonic() < deadline, "the run never reached step 6"
+        time.sleep(0.05)
+    os.killpg(cut.pid, signal.SIGKILL)
+    assert cut.wait(30) == -signal.SIGKILL
+    killed_at = load_checkpoint(tmp_path / "cut" / "checkpoint.pt").train_state["step"]
+    assert 5 <= killed_at < 8  # a mid-epoch checkpoint survived the kill
+
+    resumed = _train_cli(ten, tmp_path / "cut", resume=True)
+    for p in (whole, resumed):
+        assert p.wait(240) == 0, p.stderr.read()
+    ref = load_checkpoint(tmp_path / "whole" / "checkpoint.pt").supernet.state_dict()
+    got = load_checkpoint(tmp_path / "cut" / "checkpoint.pt").supernet.state_dict()
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=0, atol=0, msg=k)
+    # the resumed log holds each step once (the replayed steps were truncated)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "log.jsonl")
+             .read_text().splitlines() if '"kind": "train"' in line]
+    assert steps == sorted(set(steps)) and len(steps) == 8
