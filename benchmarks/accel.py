@@ -194,9 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": args.checkpoint, "frontier": args.frontier, "trace": args.trace,
         "load": args.load, "slo_factor": args.slo_factor, "quick": args.quick,
         "devices": [d.__dict__ for d in devices], "weight_bits": bits,
-        "deployed": [{"name": n, "subnet": c.to_dict(), "acc": a,
-                      "weight_bytes_int8": model.weight_bytes(model.get(n), 8),
-                      "macs": model.get(n).macs} for n, c, a in deployed],
+        "deployed": [{"name": d.name, "subnet": d.subnet.to_dict(), "acc": d.acc,
+                      "weight_bytes_int8": model.weight_bytes(model.get(d.name), 8),
+                      "macs": model.get(d.name).macs} for d in deployed],
         "rows": rows, "goals": g, "fastswitch": fast, "fastswitch_summary": fs_goal,
     }
     if live is not None:

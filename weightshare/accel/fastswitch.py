@@ -33,7 +33,7 @@ from ..space import SubnetConfig
 from .footprint import Footprint, norm_tensor_name, subnet_footprint, subnet_id
 
 __all__ = ["save_supernet_weights", "SwitchStats", "DeltaLoader", "FullLoader",
-           "DeltaSwitchRuntime"]
+           "DeltaSwitchRuntime", "delta_switch_backend"]
 
 
 def save_supernet_weights(net: SuperNet, path: str | os.PathLike) -> Path:
@@ -246,3 +246,11 @@ class DeltaSwitchRuntime:
                     batch = F.interpolate(batch, size=(res, res), mode="bilinear",
                                           align_corners=False)
                 return self.loader.net(batch, cfg)
+
+
+def delta_switch_backend(runtime: Any, directory: str) -> DeltaSwitchRuntime:
+    """The ``delta`` switch mode of `weightshare serve --switch-mode` (a
+    `weightshare.serve.backends` builder, declared as an entry point in pyproject.toml so
+    the server finds it without importing this package)."""
+    return DeltaSwitchRuntime(runtime.net, {n: d.subnet for n, d in runtime.deployed.items()},
+                              directory)

@@ -1,4 +1,7 @@
-"""Glue for the CLI and the benchmark: deployment from files, simulator sweeps, FastSwitch pairs.
+"""Glue for the CLI and the benchmark: simulator sweeps and FastSwitch pairs on a deployment.
+
+The deployment (checkpoint + frontier file -> SubNets named s0.. by MACs) is
+`weightshare.deployment.load_deployment`, re-exported here.
 
 Load model of a simulation (documented in the README): the serving trace keeps
 its shape (burstiness) but is stretched in time so its mean rate is `load`
@@ -17,32 +20,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..deployment import DeployedSubnet, load_deployment
 from ..models import SuperNet
-from ..space import SubnetConfig
 from .device import Device
 from .fastswitch import DeltaLoader, FullLoader, save_supernet_weights
 from .sim import AccelModel, SimConfig, scale_arrivals, simulate
 
 __all__ = ["Deployed", "load_deployment", "trace_arrivals", "sweep", "fastswitch_pairs"]
 
-Deployed = list[tuple[str, SubnetConfig, float]]
-
-
-def load_deployment(checkpoint: str | os.PathLike, frontier: str | os.PathLike
-                    ) -> tuple[SuperNet, Deployed]:
-    """The checkpoint's SuperNet and the frontier's SubNets, named s0.. by MACs, with accuracies."""
-    from ..checkpoint import load_checkpoint
-    from ..serve.runtime import load_frontier
-
-    net = load_checkpoint(checkpoint).supernet.eval()
-    entries = load_frontier(frontier)
-    for cfg, acc in entries:
-        net.space.validate(cfg)
-        if acc is None:
-            raise ValueError(f"{frontier}: SubNet {cfg.to_json()} has no accuracy ('acc' or "
-                             "'measured_acc'); the scheduler needs one per SubNet")
-    entries.sort(key=lambda e: net.cost(e[0]).macs)
-    return net, [(f"s{i}", cfg, float(acc)) for i, (cfg, acc) in enumerate(entries)]
+# The deployed SubNets, named s0.. by MACs (weightshare.deployment: the one type and reader).
+Deployed = Sequence[DeployedSubnet]
 
 
 def trace_arrivals(spec: str, model: AccelModel, device: Device, load: float) -> list[float]:
@@ -83,7 +70,7 @@ def fastswitch_pairs(net: SuperNet, deployed: Deployed, directory: str | os.Path
 
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         path = save_supernet_weights(net, Path(tmp) / "supernet.safetensors")
-        cfgs = {name: cfg for name, cfg, _ in deployed}
+        cfgs = {d.name: d.subnet for d in deployed}
         full = FullLoader(net, list(cfgs.values()), Path(tmp) / "extracted")
         loader = DeltaLoader(create_supernet(net.name, **net.config), path)
         rows = []

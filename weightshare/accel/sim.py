@@ -26,9 +26,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..deployment import DeployedSubnet
 from ..models import SuperNet
 from ..registry import Registry
-from ..space import SubnetConfig
 from .cache import make_cache
 from .cells import CellIndex
 from .device import Device
@@ -50,7 +50,11 @@ __all__ = [
 
 @dataclass(frozen=True)
 class AccelSubnet:
-    """A deployed SubNet as the simulator sees it: accuracy (%), MACs, weight cells read."""
+    """A deployed SubNet as the simulator sees it: accuracy (%), MACs, weight cells read.
+
+    Not another deployed-SubNet type: the simulator's index over a `DeployedSubnet`
+    (`AccelModel.from_supernet` builds one per deployed SubNet), with the cells added.
+    """
 
     name: str
     acc: float
@@ -66,12 +70,13 @@ class AccelModel:
     index: CellIndex
 
     @classmethod
-    def from_supernet(cls, net: SuperNet, deployed: Sequence[tuple[str, SubnetConfig, float]]
-                      ) -> AccelModel:
-        fps = {name: subnet_footprint(net, cfg) for name, cfg, _ in deployed}
+    def from_supernet(cls, net: SuperNet, deployed: Sequence[DeployedSubnet]) -> AccelModel:
+        """The simulator's view of `deployed` (`weightshare.deployment.DeployedSubnet`s):
+        each one's name, accuracy and MACs, plus the weight cells it reads on `net`."""
+        fps = {d.name: subnet_footprint(net, d.subnet) for d in deployed}
         index = CellIndex.build(fps)
-        subs = tuple(AccelSubnet(name, float(acc), net.cost(cfg).macs, index.sets[name])
-                     for name, cfg, acc in deployed)
+        subs = tuple(AccelSubnet(d.name, float(d.acc), d.macs, index.sets[d.name])
+                     for d in deployed)
         return cls(subs, index)
 
     def get(self, name: str) -> AccelSubnet:

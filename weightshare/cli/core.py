@@ -643,7 +643,7 @@ def evaluate(
         weightshare evaluate -c runs/deps/checkpoint.pt --subnet smallest --subnet largest
     """
     from ..checkpoint import load_checkpoint, save_checkpoint
-    from ..search.specialize import dataset_for
+    from ..deployment import dataset_for
     from ..train import evaluate_subnets, evaluation_subnets
 
     ck = load_checkpoint(checkpoint)

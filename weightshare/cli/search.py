@@ -265,8 +265,8 @@ def predictor_fit(
         weightshare predictor fit -c runs/deps/checkpoint.pt --samples 1000
     """
     from ..checkpoint import load_checkpoint
+    from ..deployment import dataset_for
     from ..search.predictor import fit_and_save, predictor_paths
-    from ..search.specialize import dataset_for
 
     ck = load_checkpoint(checkpoint, map_location=device)
     data = dataset_for(ck, dataset, data_dir)
@@ -431,10 +431,10 @@ def frontier(
         weightshare frontier -c ckpt.pt -t cpu_table.json -o frontier.json
     """
     from ..checkpoint import save_checkpoint
+    from ..deployment import dataset_for
     from ..search.common import supernet_identity
     from ..search.frontier import measure_frontier, plot_frontier, save_frontier
     from ..search.nsga import nsga2_search, require_feasible
-    from ..search.specialize import dataset_for
     from ..search.targets import Target, check_feasible
 
     caps = _caps(max_latency_ms, max_macs, max_params)
@@ -536,9 +536,9 @@ def finetune(
         weightshare export -c tuned.pt --subnet subnet.json -o tuned.onnx
     """
     from ..checkpoint import load_checkpoint
+    from ..deployment import dataset_for
     from ..search.finetune import FinetuneConfig, load_subnet_choice
     from ..search.finetune import finetune as run_finetune
-    from ..search.specialize import dataset_for
 
     _set_threads(threads)
     ck = load_checkpoint(checkpoint, map_location=device)

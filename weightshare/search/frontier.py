@@ -1,30 +1,29 @@
-"""The accuracy-vs-cost frontier as a file: re-measured Pareto SubNets, JSON and a plot.
+"""The accuracy-vs-cost frontier: re-measured Pareto SubNets, and its plot.
 
 The search ranks SubNets by predicted accuracy; `measure_frontier` then gives
 every Pareto SubNet its own BN statistics (recalibrated on ``calib``) and its
-true top-1 on the test split. The file is deliberately plain, since serving
-deploys it::
-
-    {"format": "weightshare-frontier", "version": 1, "supernet": {...},
-     "latency_table": {"device": ..., "batch": ...} | null,
-     "frontier": [{"subnet": {...}, "predicted_acc": 71.2, "measured_acc": 70.8,
-                   "macs": 12345678, "params": 234567, "latency_ms": 1.9}, ...]}
-
-`latency_ms` is the latency table's prediction (null without a table).
+true top-1 on the test split. The file format (`FrontierPoint`, the one reader
+`load_frontier` and the one atomic writer `save_frontier`) belongs to
+`weightshare.deployment`, since serving, accel and fed read it too; it is
+re-exported here. `latency_ms` is the latency table's prediction (null without
+a table).
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ..deployment import (
+    FRONTIER_FORMAT,
+    FRONTIER_VERSION,
+    FrontierPoint,
+    load_frontier,
+    save_frontier,
+)
 from ..io import atomic_path
-from ..space import SubnetConfig
-from .common import SearchError, atomic_write_text, read_json
 from .nsga import Candidate
 
 if TYPE_CHECKING:
@@ -35,30 +34,8 @@ if TYPE_CHECKING:
 
 __all__ = ["FrontierPoint", "measure_frontier", "save_frontier", "load_frontier", "plot_frontier"]
 
-FORMAT = "weightshare-frontier"
-VERSION = 1
-
-
-@dataclass(frozen=True)
-class FrontierPoint:
-    subnet: SubnetConfig
-    predicted_acc: float
-    measured_acc: float | None
-    macs: int
-    params: int
-    latency_ms: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"subnet": self.subnet.to_dict(), "predicted_acc": self.predicted_acc,
-                "measured_acc": self.measured_acc, "macs": self.macs, "params": self.params,
-                "latency_ms": self.latency_ms}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FrontierPoint:
-        return cls(SubnetConfig.from_dict(d["subnet"]), float(d["predicted_acc"]),
-                   None if d.get("measured_acc") is None else float(d["measured_acc"]),
-                   int(d["macs"]), int(d["params"]),
-                   None if d.get("latency_ms") is None else float(d["latency_ms"]))
+FORMAT = FRONTIER_FORMAT  # kept for existing callers
+VERSION = FRONTIER_VERSION
 
 
 def _point(c: Candidate, measured: float | None) -> FrontierPoint:
@@ -87,23 +64,6 @@ def measure_frontier(net: SuperNet, candidates: Sequence[Candidate], dataset: Da
         recalibrate(net, c.subnet, dataset, device=device)
         out.append(_point(c, accuracy(net, c.subnet, dataset, device=device)))
     return out
-
-
-def save_frontier(path: str | os.PathLike, points: Sequence[FrontierPoint], *,
-                  supernet: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
-    doc = {"format": FORMAT, "version": VERSION, "supernet": supernet, **(extra or {}),
-           "frontier": [p.to_dict() for p in points]}
-    return atomic_write_text(path, json.dumps(doc, indent=1) + "\n")
-
-
-def load_frontier(path: str | os.PathLike) -> list[FrontierPoint]:
-    doc = read_json(path, "frontier file")
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise SearchError(f"{path} is not a weightshare frontier (no 'format': {FORMAT!r})")
-    try:
-        return [FrontierPoint.from_dict(d) for d in doc["frontier"]]
-    except (KeyError, TypeError, ValueError) as err:
-        raise SearchError(f"{path}: malformed frontier entry ({err})") from None
 
 
 def plot_frontier(points: Sequence[FrontierPoint], path: str | os.PathLike, *,

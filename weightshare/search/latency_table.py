@@ -35,7 +35,8 @@ never scores the table on those SubNets, and reports the error with and without
 the calibration.
 
 The table stores the SuperNet (name, config, space) it was made for and refuses
-any other. Version 1 files still load (no calibration; `profile-check` says they
+any other, and the machine it was timed on (`weightshare.timing.machine_identity`;
+loading it elsewhere warns). Timing uses `weightshare.timing`'s loop. Version 1 files still load (no calibration; `profile-check` says they
 should be rebuilt).
 """
 
@@ -44,6 +45,7 @@ from __future__ import annotations
 import os
 import random
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +56,7 @@ from torch import nn
 
 from ..models import SuperNet
 from ..space import SearchSpace, SubnetConfig
+from ..timing import fastest, machine_identity, repeat, same_machine
 from .common import (
     SearchError,
     atomic_write_text,
@@ -216,6 +219,12 @@ class LatencyTable:
             return set()
         return {SubnetConfig.from_dict(d) for d in self.calibration.get("subnets", [])}
 
+    def measured_here(self) -> bool | None:
+        """Whether this table was measured on this machine (`weightshare.timing`); None for
+        a table from before machines were recorded."""
+        recorded = self.meta.get("machine")
+        return None if recorded is None else same_machine(recorded)
+
     def check(self, net: SuperNet, path: str | os.PathLike = "latency table") -> LatencyTable:
         """Raise SearchError unless this table was made for `net` (same name, config, space)."""
         check_identity(self.supernet, net, path, "latency table")
@@ -270,6 +279,12 @@ def load_latency_table(path: str | os.PathLike, net: SuperNet | None = None) -> 
     table = LatencyTable.from_dict(read_json(path, "latency table"), path)
     if net is not None:
         table.check(net, path)
+    if table.measured_here() is False:
+        # A warning, not an error: searching with another machine's table is legitimate
+        # (a table measured on the target device), but predictions are that machine's.
+        warnings.warn(f"{path}: latency table measured on another machine "
+                      f"({table.meta['machine'].get('cpu')}); its latencies are that machine's",
+                      stacklevel=2)
     return table
 
 
@@ -288,24 +303,25 @@ def time_in_context(layers: Sequence[nn.Module], x: torch.Tensor, *, warmup: int
     The minimum, not the median: on a shared machine other processes only ever
     add time, and with one other busy process the median of a 5 ms forward moved
     by 60 % between rounds while the minimum ranked SubNets consistently (table
-    MAPE 5 % vs 22 % with medians, same SubNets, same minute).
+    MAPE 5 % vs 22 % with medians, same SubNets, same minute). The loop and the
+    statistic are `weightshare.timing`'s (`repeat`, `fastest`).
     """
-    per = [float("inf")] * len(layers)
-    total = float("inf")
     clock = time.perf_counter
-    for r in range(warmup + runs):
-        h = x
+
+    def chain() -> tuple[list[float], float]:
+        h, per = x, []
         start = clock()
-        for i, layer in enumerate(layers):
+        for layer in layers:
             t0 = clock()
             h = layer(h)
             if sync is not None:
                 sync()
-            if r >= warmup:
-                per[i] = min(per[i], clock() - t0)
-        if r >= warmup:
-            total = min(total, clock() - start)
-    return [1e6 * p for p in per], 1e6 * total
+            per.append(clock() - t0)
+        return per, clock() - start
+
+    rounds = repeat(chain, warmup=warmup, runs=runs)
+    per = [1e6 * fastest([r[0][i] for r in rounds]) for i in range(len(layers))]
+    return per, 1e6 * fastest([r[1] for r in rounds])
 
 
 class _EmptyNet(nn.Module):
@@ -389,7 +405,7 @@ def build_latency_table(net: SuperNet, *, device: str | torch.device = "cpu", ba
         shapes={k: shapes[k] for k in entries},
         layout={"prefix": layout.prefix, "suffix": layout.suffix},
         meta={"torch": torch.__version__, "warmup": warmup, "runs": runs, "rounds": rounds,
-              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+              "machine": machine_identity(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     )
     if calibrate:
         calibrate_latency_table(table, net, n=calibrate, seed=seed, device=device, warmup=warmup,

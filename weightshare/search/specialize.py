@@ -1,8 +1,9 @@
 """Glue shared by the `search` / `frontier` commands and the benchmark.
 
-Which data a checkpoint was trained on, where accuracy comes from (the fitted
-predictor, or measurement on the held-out half of calib), and one search per
-target with the infeasibility check first.
+Where accuracy comes from (the fitted predictor, or measurement on the held-out
+half of calib), and one search per target with the infeasibility check first.
+Which data a checkpoint was trained on is `weightshare.deployment.dataset_for`
+(re-exported here).
 """
 
 from __future__ import annotations
@@ -14,38 +15,19 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..deployment import dataset_for
 from .common import SearchError
 from .nsga import AccuracyFn, Candidate, Evaluator, SearchResult, nsga2_search, require_feasible
 from .predictor import holdout_split, load_predictor
 from .targets import Target, check_feasible
 
 if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
     from ..data import Dataset
     from ..models import SuperNet
     from ..space import SubnetConfig
 
 __all__ = ["TargetResult", "Verification", "dataset_for", "accuracy_fn", "specialize_targets",
            "verify_pick", "measured_test_accuracy", "latency_fn"]
-
-
-def dataset_for(ck: Checkpoint, name: str | None = None,
-                root: str | os.PathLike | None = None) -> Dataset:
-    """The dataset a checkpoint was trained on (its saved training config), unless named.
-
-    The same seed and calib size give the same calib / test images as training.
-    """
-    from ..data import load_dataset
-
-    cfg = dict(ck.train_state.get("config") or {})
-    if name is not None and name != cfg.get("dataset", name):
-        cfg = {}  # another dataset: its training options do not apply
-    return load_dataset(
-        name or cfg.get("dataset", "fashion-mnist"),
-        root if root is not None else cfg.get("data_dir"),
-        calib_size=cfg.get("calib_size"), seed=int(cfg.get("seed", 0)),
-        test_subset=cfg.get("test_subset"), **dict(cfg.get("dataset_args") or {}),
-    )
 
 
 def measured_accuracy(net: SuperNet, dataset: Dataset, *,

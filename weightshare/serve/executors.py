@@ -407,7 +407,7 @@ def _ort() -> Any:
 
 
 def _cpu() -> str:
-    from .profile import machine_identity
+    from ..timing import machine_identity
 
     return str(machine_identity()["cpu"])
 
@@ -507,7 +507,7 @@ class OnnxRuntimeExecutor:
         return True
 
     def _estimate(self, name: str) -> int:
-        from .runtime import module_bytes
+        from .memory import module_bytes
 
         return module_bytes(self.net.extract(self.subnets[name]))
 
@@ -546,7 +546,7 @@ class OnnxRuntimeExecutor:
 
     def _open(self, model: Path, optimized_out: Path | None = None) -> tuple[Any, int | None]:
         """A session over `model`, warmed up with one batch; and the RSS it added (bytes)."""
-        from .runtime import rss_bytes
+        from .memory import rss_bytes
 
         rss0 = rss_bytes()
         session = _ort().InferenceSession(str(model), self._options(optimized_out),

@@ -6,8 +6,10 @@ and the median and p99 latency at batch sizes 1, 2, 4, ..., B (powers of two
 plus B), plus the measured cost of loading that SubNet as a separate model
 from disk (what INFaaS-style switching pays) and the SubNetAct switch cost.
 It is saved as JSON with the machine, thread count and checkpoint identity,
-and reused while those match. The data class is torch-free; `measure_profile`
-imports torch (through the runtime) when called.
+and reused while those match (the machine as `weightshare.timing` identifies it).
+This module is torch-free and imports nothing of the runtime: measuring a profile
+is `weightshare.serve.profiling`. `DeployedSubnet` lives in `weightshare.deployment`
+and `machine_identity` in `weightshare.timing` (both re-exported here).
 """
 
 from __future__ import annotations
@@ -15,18 +17,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..deployment import DeployedSubnet
 from ..io import atomic_write_text, read_json
-from ..space import SubnetConfig
-
-if TYPE_CHECKING:
-    from .runtime import SubNetActRuntime
+from ..timing import machine_identity, same_machine
 
 __all__ = [
     "PROFILE_FORMAT",
@@ -35,33 +33,11 @@ __all__ = [
     "batch_sizes_up_to",
     "checkpoint_identity",
     "machine_identity",
-    "measure_latency_rows",
-    "measure_profile",
     "pareto_filter",
 ]
 
 PROFILE_FORMAT = "weightshare-serve-profile"
 STATS = ("median", "p99")
-
-
-@dataclass(frozen=True)
-class DeployedSubnet:
-    """One SubNet the server may choose: its name, config, cost and test accuracy (%)."""
-
-    name: str
-    subnet: SubnetConfig
-    macs: int
-    params: int
-    acc: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "subnet": self.subnet.to_dict(), "macs": self.macs,
-                "params": self.params, "acc": self.acc}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DeployedSubnet:
-        return cls(str(d["name"]), SubnetConfig.from_dict(d["subnet"]), int(d["macs"]),
-                   int(d["params"]), float(d["acc"]))
 
 
 def batch_sizes_up_to(max_batch: int) -> tuple[int, ...]:
@@ -73,20 +49,6 @@ def batch_sizes_up_to(max_batch: int) -> tuple[int, ...]:
         sizes.append(b)
         b *= 2
     return (*sizes, max_batch)
-
-
-def machine_identity() -> dict[str, Any]:
-    """The machine facts a profile is only valid for (no host name)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return {"cpu": cpu, "logical_cores": os.cpu_count(), "python": platform.python_version()}
 
 
 def checkpoint_identity(path: str | os.PathLike) -> dict[str, Any]:
@@ -243,7 +205,7 @@ class Profile:
             return False
         if max_batch is not None and self.max_batch != max_batch:
             return False
-        return meta.get("machine") == machine_identity()
+        return same_machine(meta.get("machine"))
 
 
 def pareto_filter(subnets: Sequence[DeployedSubnet], latency_ms: dict[str, float]
@@ -271,68 +233,3 @@ def pareto_filter(subnets: Sequence[DeployedSubnet], latency_ms: dict[str, float
                       f"fast at batch 1 ({latency_ms[a.name]:.3f} ms vs {lb:.3f} ms)",
         })
     return sorted(kept, key=lambda s: (s.macs, s.name)), dropped
-
-
-def measure_latency_rows(run: Callable[[Any, str], Any], name: str,
-                         input_shape: tuple[int, ...], sizes: Sequence[int], *,
-                         runs: int = 20, warmup: int = 3) -> tuple[list[float], list[float]]:
-    """(median ms, p99 ms) of `run(batch, name)` at each batch size in `sizes`."""
-    import torch
-
-    from ..metrics import measure_latency
-
-    median, p99 = [], []
-    for b in sizes:
-        x = torch.randn(b, *input_shape)
-        lat = measure_latency(lambda x=x: run(x, name), warmup=warmup, runs=runs)
-        median.append(round(lat.median_ms, 4))
-        p99.append(round(lat.p99_ms, 4))
-    return median, p99
-
-
-def measure_profile(runtime: SubNetActRuntime, *, max_batch: int = 32, runs: int = 20,
-                    warmup: int = 3, load_runs: int = 5, names: Sequence[str] | None = None,
-                    checkpoint: dict[str, Any] | None = None,
-                    store_dir: str | os.PathLike | None = None,
-                    switch_rounds: int | None = None, show_progress: bool = False) -> Profile:
-    """Time every deployed SubNet of `runtime` at batch sizes 1..`max_batch`.
-
-    Also measures, per SubNet, loading it as a separately stored extracted model
-    from disk (median of `load_runs`), and the SubNetAct switch cost. With
-    `show_progress`, a progress bar (one line per interval off a terminal).
-    """
-    import tempfile
-
-    import torch
-
-    from .runtime import ExtractedModelStore
-
-    sizes = batch_sizes_up_to(max_batch)
-    deployed = [runtime.deployed[n] for n in names] if names else list(runtime.deployed.values())
-    median: dict[str, list[float]] = {}
-    p99: dict[str, list[float]] = {}
-    t0 = time.perf_counter()
-    items: Any = deployed
-    if show_progress:
-        from ..progress import progress
-
-        items = progress(deployed, desc="profiling", unit="subnet", log_interval_s=5.0)
-    for d in items:
-        median[d.name], p99[d.name] = measure_latency_rows(
-            runtime.run, d.name, runtime.input_shape(d.name), sizes, runs=runs, warmup=warmup)
-    with tempfile.TemporaryDirectory(prefix="ws-profile-") as tmp:
-        store = ExtractedModelStore.from_runtime(runtime, store_dir or tmp)
-        load_ms = {d.name: round(store.measure_load_ms(d.name, runs=load_runs), 3)
-                   for d in deployed}
-    switch = runtime.measure_switch_us(rounds=switch_rounds or max(20, 5 * runs))
-    meta = {
-        "machine": machine_identity(),
-        "threads": torch.get_num_threads(),
-        "torch": str(torch.__version__),
-        "checkpoint": checkpoint or {},
-        "runs": runs,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "profile_s": round(time.perf_counter() - t0, 2),
-    }
-    return Profile(tuple(deployed), sizes, median, p99, load_ms, round(switch["switch_us"], 2),
-                   meta)

@@ -16,7 +16,8 @@ most `max_held` models in memory (LRU).
 
 Deployment: `choose_deployment` picks N SubNets spread evenly in MACs (from
 the checkpoint's calibrated SubNets when it has enough, else a seeded pool),
-or `load_frontier` reads them from a search frontier file;
+or a frontier file names them (`weightshare.deployment`, which also names them s0.. by
+MACs and holds `DeployedSubnet`);
 `prepare_deployment` makes sure each has BN statistics and a test accuracy.
 """
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 import copy
 import os
 import random
-import statistics
 import threading
 import time
 from collections import OrderedDict
@@ -37,11 +37,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..io import read_json
+from .. import deployment
+from ..deployment import DeployedSubnet
 from ..models import StaticNet, SuperNet
 from ..space import SubnetConfig
+from ..timing import median_ms, repeat, timed_ms
 from .executors import Executor, make_executor
-from .profile import DeployedSubnet
+from .memory import module_bytes, rss_bytes
 
 if TYPE_CHECKING:
     from ..data import Dataset
@@ -56,25 +58,6 @@ __all__ = [
     "prepare_deployment",
     "rss_bytes",
 ]
-
-
-# --------------------------------------------------------------------- memory
-def module_bytes(module: nn.Module) -> int:
-    """Bytes of a module's parameters and buffers."""
-    return sum(t.numel() * t.element_size()
-               for t in [*module.parameters(), *module.buffers()])
-
-
-def rss_bytes() -> int | None:
-    """This process's resident set size (Linux /proc), or None elsewhere."""
-    try:
-        with open("/proc/self/status", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 # ----------------------------------------------------------------- deployment
@@ -110,28 +93,12 @@ def choose_deployment(net: SuperNet, n: int = 6, *, seed: int = 0, pool: int = 2
 
 
 def load_frontier(path: str | os.PathLike) -> list[tuple[SubnetConfig, float | None]]:
-    """Read a frontier file: a JSON list of {"subnet": {...}, "measured_acc"|"acc": float}.
+    """(SubNet, measured accuracy or None) per entry of a frontier file.
 
-    A top-level object with a "frontier" (or "subnets") list is accepted too.
+    The reader is `weightshare.deployment.read_frontier` (the current format and the older
+    shapes); this pair form is kept for existing callers.
     """
-    path = Path(path)
-    data = read_json(path, "frontier file")
-    if isinstance(data, dict):
-        data = data.get("frontier", data.get("subnets"))
-    if not isinstance(data, list) or not data:
-        raise ValueError(f"{path}: expected a non-empty JSON list of {{\"subnet\": ..., "
-                         "\"acc\": ...}} entries")
-    out = []
-    for i, entry in enumerate(data):
-        if not isinstance(entry, dict) or "subnet" not in entry:
-            raise ValueError(f"{path}: entry {i} has no 'subnet'")
-        try:
-            cfg = SubnetConfig.from_dict(entry["subnet"])
-        except ValueError as err:
-            raise ValueError(f"{path}: entry {i}: {err}") from None
-        acc = entry.get("measured_acc", entry.get("acc"))
-        out.append((cfg, None if acc is None else float(acc)))
-    return out
+    return [(p.subnet, p.measured_acc) for p in deployment.load_frontier(path)]
 
 
 def prepare_deployment(net: SuperNet, subnets: Sequence[SubnetConfig],
@@ -152,7 +119,9 @@ def prepare_deployment(net: SuperNet, subnets: Sequence[SubnetConfig],
     accs = list(accs) if accs is not None else [None] * len(subnets)
     if len(accs) != len(subnets):
         raise ValueError("one accuracy (or None) per SubNet")
-    pairs = sorted(zip(subnets, accs, strict=True), key=lambda p: net.cost(p[0]).macs)
+    named = deployment.name_by_macs(zip(subnets, accs, strict=True),
+                                    key=lambda p: net.cost(p[0]).macs)
+    pairs = [p for _, p in named]
     todo = sum(1 for c, a in pairs if c not in net.subnet_norms or a is None)
     bar = None
     if show_progress and todo and dataset is not None:
@@ -161,7 +130,7 @@ def prepare_deployment(net: SuperNet, subnets: Sequence[SubnetConfig],
         bar = progress(total=todo, desc="BN recalibration + test accuracy", unit="subnet",
                        log_interval_s=5.0)
     out = []
-    for i, (cfg, acc) in enumerate(pairs):
+    for name, (cfg, acc) in named:
         net.space.validate(cfg)
         if cfg not in net.subnet_norms or acc is None:
             if dataset is None:
@@ -180,7 +149,7 @@ def prepare_deployment(net: SuperNet, subnets: Sequence[SubnetConfig],
             if bar is not None:
                 bar.update(1)
         cost = net.cost(cfg)
-        out.append(DeployedSubnet(f"s{i}", cfg, cost.macs, cost.params, round(float(acc), 4)))
+        out.append(DeployedSubnet(name, cfg, cost.macs, cost.params, round(float(acc), 4)))
     if bar is not None:
         bar.close()
     return tuple(out)
@@ -290,24 +259,16 @@ class SubNetActRuntime:
             a = names[0] if b != names[0] else names[1]
         x = torch.randn(batch, *self.input_shape(b))
         static = self.net.extract(self.subnet(b))
-        after_other, after_same, extracted = [], [], []
+
+        def one_round() -> tuple[float, float, float]:
+            self.run(x, a)  # untimed: the switch is into B from A
+            return (timed_ms(lambda: self.run(x, b)), timed_ms(lambda: self.run(x, b)),
+                    timed_ms(lambda: static(x)))
+
         with torch.inference_mode():
-            for _ in range(5):
-                self.run(x, a), self.run(x, b), static(x)
-            for _ in range(rounds):
-                self.run(x, a)
-                t0 = time.perf_counter()
-                self.run(x, b)
-                after_other.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                self.run(x, b)
-                after_same.append(time.perf_counter() - t0)
-                t0 = time.perf_counter()
-                static(x)
-                extracted.append(time.perf_counter() - t0)
-        med = {k: statistics.median(v) * 1e6 for k, v in
-               (("after_other", after_other), ("after_same", after_same),
-                ("extracted", extracted))}
+            rows = repeat(one_round, warmup=5, runs=rounds)
+        med = {k: median_ms([r[i] for r in rows]) * 1e3 for i, k in
+               enumerate(("after_other", "after_same", "extracted"))}
         return {
             "switch_us": med["after_other"] - med["after_same"],
             "run_after_switch_us": med["after_other"],
@@ -357,12 +318,9 @@ class ExtractedModelStore:
         return module.eval()
 
     def measure_load_ms(self, name: str, runs: int = 5) -> float:
-        times = []
-        for _ in range(max(1, runs)):
-            t0 = time.perf_counter()
-            self.load(name)
-            times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
+        """Median milliseconds of `load(name)` over `runs` loads (no warm-up: the first
+        load's page-cache state is part of what a switch pays)."""
+        return median_ms(repeat(lambda: timed_ms(lambda: self.load(name)), runs=max(1, runs)))
 
 
 class SeparateModelsRuntime:

@@ -38,23 +38,18 @@ from typing import Any
 
 import torch
 
+from ..deployment import DeployedSubnet, load_frontier, name_by_macs
 from ..space import SubnetConfig
+from .backends import make_switch_backend, switch_modes
 from .executors import EXECUTORS, ExecutorConfig, OnnxRuntimeExecutor, make_executor
 from .policies import Policy, make_policy
-from .profile import (
-    DeployedSubnet,
-    Profile,
-    checkpoint_identity,
-    measure_latency_rows,
-    measure_profile,
-    pareto_filter,
-)
+from .profile import Profile, checkpoint_identity, pareto_filter
+from .profiling import measure_latency_rows, measure_profile
 from .runtime import (
     ExtractedModelStore,
     SeparateModelsRuntime,
     SubNetActRuntime,
     choose_deployment,
-    load_frontier,
     prepare_deployment,
 )
 
@@ -159,8 +154,8 @@ class StackConfig:
     threads: torch intra-op threads (None: leave torch's default).
     switch_mode: hold one SubNet at a time (small-memory devices) instead of the whole
         SuperNet: "full" loads the next SubNet's whole extracted model on a switch, "delta"
-        reads only the slices it lacks from a safetensors SuperNet file (FastSwitch).
-        None: the policy's own backend.
+        reads only the slices it lacks from a safetensors SuperNet file (FastSwitch, a
+        plug-in: `weightshare.serve.backends`). None: the policy's own backend.
     executor: what runs batches (weightshare.serve.executors): "torch", "onnxruntime" or
         "auto" (each SubNet on the path measured faster). The CLI defaults to auto; the
         library to torch, which needs no export.
@@ -194,8 +189,9 @@ class StackConfig:
     save_stats: bool = True
 
     def __post_init__(self) -> None:
-        if self.switch_mode not in (None, "full", "delta"):
-            raise ValueError(f"switch_mode must be 'full' or 'delta', got {self.switch_mode!r}")
+        if self.switch_mode is not None and self.switch_mode not in switch_modes():
+            raise ValueError(f"switch_mode must be one of {', '.join(switch_modes())}, got "
+                             f"{self.switch_mode!r}")
         if self.num_subnets < 1:
             raise ValueError("num_subnets must be >= 1")
         if self.max_batch < 1:
@@ -366,8 +362,8 @@ def _torch_base(saved: Profile) -> Profile:
 
 
 def _renamed(deployed: Any) -> tuple[DeployedSubnet, ...]:
-    return tuple(replace(d, name=f"s{i}") for i, d in
-                 enumerate(sorted(deployed, key=lambda d: (d.macs, d.name))))
+    return tuple(replace(d, name=name)
+                 for name, d in name_by_macs(deployed, key=lambda d: (d.macs, d.name)))
 
 
 def build_stack(cfg: StackConfig, log: Callable[[str], None] = lambda _: None,
@@ -401,8 +397,8 @@ def build_stack(cfg: StackConfig, log: Callable[[str], None] = lambda _: None,
 
     # The candidate pool: what a frontier file names, or N spread evenly in MACs.
     if cfg.deploy:
-        pairs = load_frontier(cfg.deploy)
-        pool, pool_accs = [c for c, _ in pairs], [a for _, a in pairs]
+        points = load_frontier(cfg.deploy)
+        pool, pool_accs = [p.subnet for p in points], [p.measured_acc for p in points]
     else:
         pool, pool_accs = choose_deployment(net, cfg.num_subnets), [None] * cfg.num_subnets
     pool_key = sorted(c.to_json() for c in pool)
@@ -516,15 +512,8 @@ def build_stack(cfg: StackConfig, log: Callable[[str], None] = lambda _: None,
                                         runtime.num_classes)
     if cfg.switch_mode is not None:
         tmp = tmp or tempfile.TemporaryDirectory(prefix="weightshare-models-")
-        if cfg.switch_mode == "delta":
-            from ..accel.fastswitch import DeltaSwitchRuntime
-
-            backend = DeltaSwitchRuntime(
-                net, {n: d.subnet for n, d in runtime.deployed.items()}, tmp.name)
-        else:
-            store = ExtractedModelStore.from_runtime(runtime, tmp.name)
-            backend = SeparateModelsRuntime(store, 1, runtime.input_shape(),
-                                            runtime.num_classes)
+        # A registry (weightshare.serve.backends): FastSwitch's "delta" plugs in from accel
+        backend = make_switch_backend(cfg.switch_mode, runtime, tmp.name)
         log(f"switch mode {cfg.switch_mode}: one SubNet held at a time")
     stack = Stack(runtime, profile, policy, backend, path, reused, tmp, cfg.executor, publisher)
     if publisher is not None:
