@@ -25,12 +25,12 @@ _LAZY = {
     "load_dataset": "weightshare.data",
 }
 
-__all__ = ["SearchSpace", "SubnetConfig", "__version__", *_LAZY]
+__all__ = ["SearchSpace", "SubnetConfig", "__version__", "convert", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
-    if name in ("nn", "models", "data", "checkpoint", "export", "metrics"):
+    if name in ("nn", "models", "data", "checkpoint", "export", "metrics", "convert"):
         return importlib.import_module(f"weightshare.{name}")
     raise AttributeError(f"module 'weightshare' has no attribute {name!r}")

@@ -29,3 +29,7 @@ __all__ = [
     "supernet_defaults",
     "supernet_description",
 ]
+
+# The SuperNet of a user's converted model registers as "converted", so checkpoints
+# of converted models load like any other (imported last: it builds on `base`).
+from ..convert import supernet as _converted  # noqa: E402,F401
