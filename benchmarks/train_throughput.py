@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from common import REPO_ROOT, RESULTS_DIR, markdown_table, save_plot, write_results
 
@@ -161,25 +162,25 @@ def _export_baseline(rev: str, dest: Path) -> Path:
 
 
 def _run_worker(args: argparse.Namespace, worker: list[str],
-                pythonpath: str | None = None) -> str:
-    """Run this script as a worker (pinned to `--core`, 1 thread); its last stdout line."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+                pythonpath: str | None = None) -> Any:
+    """Run this script as a worker (pinned to `--core`, 1 thread); its JSON answer."""
+    # Here, not at the top: a "before" worker imports the baseline's weightshare, which
+    # has no weightshare.procs.
+    from weightshare.procs import run_json
+
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
-    cmd = [sys.executable, __file__, *worker, "--batch", str(args.batch)]
-    if args.core is not None:
-        cmd = ["taskset", "-c", str(args.core), *cmd]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=str(REPO_ROOT))
-    if res.returncode != 0:
-        raise RuntimeError(f"worker {' '.join(worker)} failed:\n{res.stderr[-3000:]}")
-    return res.stdout.strip().splitlines()[-1]
+    return run_json([sys.executable, __file__, *worker, "--batch", str(args.batch)],
+                    timeout_s=None, what=f"worker {' '.join(worker)}", env=env,
+                    cpus=args.core, cwd=REPO_ROOT)
 
 
 def _spawn(args: argparse.Namespace, kind: str, step: str, pythonpath: str | None,
            extra: list[str]) -> dict:
-    return json.loads(_run_worker(args, ["--worker", kind, "--step", step, "--steps",
-                                         str(args.steps), "--warmup", str(args.warmup),
-                                         "--extra", json.dumps(extra)], pythonpath))
+    return _run_worker(args, ["--worker", kind, "--step", step, "--steps", str(args.steps),
+                              "--warmup", str(args.warmup), "--extra", json.dumps(extra)],
+                       pythonpath)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -208,7 +209,7 @@ def run(args: argparse.Namespace) -> None:
                      "img_per_s": statistics.median(o["img_per_s"] for o in outs),
                      "step_ms": statistics.median(o["step_ms"] for o in outs),
                      "rounds_img_per_s": [o["img_per_s"] for o in outs]})
-    prof = json.loads(_run_worker(args, ["--worker", "profile", "--steps", str(min(args.steps, 8))]))
+    prof = _run_worker(args, ["--worker", "profile", "--steps", str(min(args.steps, 8))])
     by = {(r["step"], r["impl"]): r["img_per_s"] for r in rows}
     ratios = {s: {"after_vs_before": by[(s, "after")] / by[(s, "before")],
                   "static_vs_after": by[(s, "static")] / by[(s, "after")]} for s in STEPS}

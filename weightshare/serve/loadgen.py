@@ -13,7 +13,8 @@ requests in flight, to find the server's throughput at saturation.
 The client speaks HTTP/1.1 keep-alive over asyncio streams itself (`HTTPPool`): a
 general-purpose async client (httpx) spends milliseconds of CPU per request at a few
 hundred connections, and on a small machine shared with the server it, not the server,
-would be what saturates.
+would be what saturates. The `*_process` variants run it in a separate interpreter
+through `weightshare.procs.run_json_module`.
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..procs import run_json_module
 from .outcomes import Outcome, summarize
 from .traces import Trace
 
@@ -261,28 +262,6 @@ def _config_dict(config: LoadConfig) -> dict[str, Any]:
     d = dict(config.__dict__)
     d["input_shape"] = list(d["input_shape"])
     return d
-
-
-def run_json_module(module: str, job: Mapping[str, Any], timeout_s: float,
-                    what: str) -> dict[str, Any]:
-    """Run `python -m module` with `job` as JSON on stdin; its answer is the last stdout line.
-
-    A separate interpreter rather than multiprocessing: spawn would re-import the caller's
-    main script, which breaks any script without an `if __name__ == "__main__"` guard. Only
-    the last line is parsed, so anything a library prints before the answer is ignored.
-    """
-    import subprocess
-    import sys
-
-    try:
-        out = subprocess.run([sys.executable, "-m", module], input=json.dumps(job),
-                             capture_output=True, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise TimeoutError(f"{what} gave no result within {timeout_s:.0f} s") from None
-    if out.returncode != 0:
-        raise RuntimeError(f"{what} failed (exit code {out.returncode}): "
-                           f"{out.stderr.strip()[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def _run_in_process(job: dict[str, Any], timeout_s: float) -> dict[str, Any]:
