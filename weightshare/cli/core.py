@@ -566,6 +566,13 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
     ] = False,
+    init_from: Annotated[
+        Path | None,
+        typer.Option("--from", metavar="CKPT",
+                     help="Start from this checkpoint's SuperNet and weights (e.g. from "
+                     "`weightshare convert`); with --method deps add --set shrink_at=0 to "
+                     "reorder channels and shrink from the first step."),
+    ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option("--set", metavar="KEY=VALUE",
@@ -592,7 +599,7 @@ def train(
     cfg = TrainConfig.load(
         preset, overrides, method=method, sampler=sampler, epochs=epochs,
         out=str(out) if out else None, data_dir=str(data_dir) if data_dir else None,
-        device=device,
+        device=device, init_from=str(init_from) if init_from else None,
     )
     if out is None and not any(o.startswith("out=") for o in overrides or []):
         cfg = cfg.replace(out=f"runs/{cfg.method}")

@@ -32,6 +32,8 @@ class TrainConfig:
     sampler: str = "uniform"             # uniform | compound (CompOFA coupling)
     supernet: str = "ofa_mbv3_small"
     supernet_args: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None         # start from this checkpoint's weights (`--from`), e.g.
+                                         # a converted model; `supernet` is then ignored
     dataset: str = "fashion-mnist"
     data_dir: str | None = None
     dataset_args: dict[str, Any] = field(default_factory=dict)  # e.g. synthetic sizes

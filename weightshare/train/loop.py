@@ -47,6 +47,10 @@ class TrainResult:
 
 
 def build_supernet(cfg: TrainConfig, data: Dataset) -> SuperNet:
+    if cfg.init_from:  # a pretrained start, e.g. a converted model (train/pretrained.py)
+        from .pretrained import load_initial_supernet
+
+        return load_initial_supernet(cfg.init_from, data)
     args = {"num_classes": data.num_classes, "in_channels": data.in_channels,
             "resolution": data.image_size, **cfg.supernet_args}
     return create_supernet(cfg.supernet, **args)
