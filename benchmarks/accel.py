@@ -42,9 +42,9 @@ from common import REPO_ROOT, RESULTS_DIR, markdown_table, save_plot, write_resu
 
 from weightshare.accel.cache import list_caches
 from weightshare.accel.device import get_device
-from weightshare.accel.live import format_live_table, live_switching
 from weightshare.accel.run import fastswitch_pairs, load_deployment, sweep
 from weightshare.accel.sim import AccelModel
+from weightshare.experiments.fastswitch_live import format_live_table, live_switching
 
 DEFAULT_CKPT = REPO_ROOT / "runs" / "train_cost" / "deps" / "checkpoint.pt"
 DEFAULT_FRONTIER = RESULTS_DIR / "serving_profile.json"

@@ -9,7 +9,7 @@ import pytest
 import torch
 from test_serve_fixtures import tiny_checkpoint, tiny_config, tiny_stack
 
-from weightshare.accel.live import format_live_table, live_switching, parse_metrics
+from weightshare.experiments.fastswitch_live import format_live_table, live_switching, parse_metrics
 from weightshare.serve.live import started_server
 from weightshare.serve.loadgen import LoadConfig, run_load_sync
 from weightshare.serve.metrics import ServeMetrics

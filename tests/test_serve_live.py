@@ -10,15 +10,15 @@ import socket
 import pytest
 from test_serve_fixtures import tiny_checkpoint, tiny_config, tiny_stack
 
-from weightshare.serve.live import (
+from weightshare.deployment import FRONTIER_FORMAT, load_frontier
+from weightshare.experiments.comparisons import compare_with_simulator, measure_overhead
+from weightshare.experiments.serving_demo import (
     DemoConfig,
-    compare_with_simulator,
     demo_serving,
     demo_settings,
-    measure_overhead,
-    replay,
     write_deploy_file,
 )
+from weightshare.serve.live import replay
 from weightshare.serve.loadgen import HTTPPool, LoadConfig, run_load_process
 from weightshare.serve.traces import make_trace
 
@@ -73,7 +73,10 @@ def test_write_deploy_file_keeps_one_entry_per_subnet(stack, tmp_path):
     sub = stack.profile.subnets[0].subnet.to_dict()
     path = write_deploy_file([{"subnet": sub, "acc": 50.0, "macs": 1},
                               {"subnet": sub, "acc": 51.0, "macs": 1}], tmp_path / "d.json")
-    assert json.loads(path.read_text()) == [{"subnet": sub, "acc": 50.0}]
+    # One entry per SubNet, the first accuracy kept; in the one frontier format (it was a
+    # bare list before weightshare.deployment).
+    assert json.loads(path.read_text())["format"] == FRONTIER_FORMAT
+    assert [(p.subnet.to_dict(), p.measured_acc) for p in load_frontier(path)] == [(sub, 50.0)]
 
 
 def test_replay_leaves_no_server_behind(stack):

@@ -7,9 +7,10 @@
 - `device`, `cells`, `cache`, `sim`: a SUSHI-style simulator of a small
   accelerator with an on-chip weight cache (none / LRU / SubGraph Stationary)
   and a cache-aware scheduler.
-- `run`: glue used by the CLI and the benchmark (deployment, traces, sweeps).
-- `live`: the real server in normal vs delta switch mode on the same trace
-  (the benchmark's live step; imported on use, it pulls in the serving stack).
+- `run`: glue used by the CLI and the benchmark (traces, sweeps, FastSwitch pairs).
+- FastSwitch plugs into the server as the ``delta`` switch mode
+  (`fastswitch.delta_switch_backend`, an entry point `weightshare.serve.backends`
+  loads); the live normal-vs-delta comparison is `weightshare.experiments.fastswitch_live`.
 """
 
 from .cache import CachePolicy, list_caches, make_cache, register_cache

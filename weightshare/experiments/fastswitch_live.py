@@ -7,9 +7,11 @@ the server's own Prometheus counters read from `/metrics` after the trace (SubNe
 bytes read and seconds spent by delta switches), the weights the backend holds and the
 server process's resident memory.
 
-Each mode runs, by default, in a fresh interpreter (`python -m weightshare.accel.live`,
-JSON in and out), so its resident memory is its own and not the other mode's or the
-caller's. The load generator is a further process (see `weightshare.serve.loadgen`).
+Each mode runs, by default, in a fresh interpreter (`python -m
+weightshare.experiments.fastswitch_live`, JSON in and out, through `weightshare.procs`),
+so its resident memory is its own and not the other mode's or the caller's. The load
+generator is a further process (see `weightshare.serve.loadgen`). An experiment, not
+library: `benchmarks/accel.py --live` runs it.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def serve_mode(base: Any, mode: str, *, policy: str, trace: str, slo_ms: float,
     server's `/metrics`, shut down. Returns one row (see the module docstring)."""
     from ..serve.live import started_server
     from ..serve.loadgen import LoadConfig, run_load_process
-    from ..serve.runtime import module_bytes, rss_bytes
+    from ..serve.memory import module_bytes, rss_bytes
     from ..serve.stack import build_stack
     from ..serve.traces import make_trace
 
@@ -108,13 +110,15 @@ def serve_mode(base: Any, mode: str, *, policy: str, trace: str, slo_ms: float,
 
 def _serve_in_process(job: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:
     """`serve_mode` in a fresh interpreter (its memory is then its own), JSON in and out."""
-    from ..serve.loadgen import run_json_module
+    from ..procs import run_json_module
 
-    return run_json_module("weightshare.accel.live", job, timeout_s, f"the {job['mode']} server")
+    return run_json_module("weightshare.experiments.fastswitch_live", job, timeout_s,
+                           f"the {job['mode']} server")
 
 
 def live_switching(base: Any, *, seconds: float = 8.0, cv2: float = 8.0,
                    rate: float | None = None, slo_ms: float | None = None,
+                   load: float = 0.7, max_rate: float = 60.0,
                    policy: str = "slackfit", seed: int = 0, isolate: bool = True,
                    log: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Both modes on the same gamma trace (`seconds` long, burstiness `cv2`).
@@ -122,19 +126,19 @@ def live_switching(base: Any, *, seconds: float = 8.0, cv2: float = 8.0,
     base: the `StackConfig` both modes serve (its `switch_mode` is replaced per mode). Its
         profile is measured here first when it cannot be reused, so both modes reuse it:
         same deployed SubNets, accuracies and latencies.
-    slo_ms, rate: None: derived from the profile as the serving demo does (`demo_settings`).
+    slo_ms, rate: None: derived from the profile (`load.slo_and_rate`: `load` times what the
+        most accurate SubNet sustains, at most `max_rate` requests per second).
     isolate: run each server in a fresh interpreter (needed for per-mode resident memory);
         False runs both in this process (faster; the tests).
     """
-    from ..serve.live import DemoConfig, demo_settings
     from ..serve.stack import build_stack
     from ..serve.traces import make_trace
+    from .load import slo_and_rate
 
     stack = build_stack(dataclasses.replace(base, switch_mode=None), log=log)
     try:
         prof = stack.profile
-        slo, qps = demo_settings(prof, DemoConfig(seconds=seconds, cv2=cv2, slo_ms=slo_ms,
-                                                  rate=rate, seed=seed))
+        slo, qps = slo_and_rate(prof, slo_ms=slo_ms, rate=rate, load=load, max_rate=max_rate)
         profile_path = str(stack.profile_path)
     finally:
         stack.close()
