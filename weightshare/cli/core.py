@@ -33,7 +33,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, NoReturn
 
@@ -467,68 +466,13 @@ def demo(
 
         weightshare demo --out demo_out
     """
-    from ..data import load_dataset
-    from ..export import export_onnx
-    from ..models import supernet_description
-    from ..train import TrainConfig
-    from ..train import train as run_training
+    from ..experiments.pipeline import DemoRun, run_demo
 
     quiet_exporter_logs()
-    steps = 6 if serve_seconds > 0 else 5
-
-    def step(i: int, text: str) -> None:
-        typer.echo(f"[{i}/{steps}] {text}")
-
-    cfg = TrainConfig.load(preset, out=str(out / "run"),
-                           data_dir=str(data_dir) if data_dir else None)
-    t0 = time.perf_counter()
-    ds = load_dataset(cfg.dataset, cfg.data_dir, calib_size=cfg.calib_size, seed=cfg.seed,
-                      train_subset=cfg.train_subset, test_subset=cfg.test_subset)
-    step(1, f"loaded {cfg.dataset}: {len(ds.train):,} train / {len(ds.calib):,} calib / "
-            f"{len(ds.test):,} test images of {ds.in_channels}x{ds.image_size}x{ds.image_size} "
-            f"({time.perf_counter() - t0:.1f} s)")
-    from ..train.loop import build_supernet as build_for_data
-
-    space = build_for_data(cfg, ds).space
-    step(2, f"SuperNet {cfg.supernet} {cfg.supernet_args}: {supernet_description(cfg.supernet)}"
-            f"\n      search space: {space.summary()}")
-    step(3, f"training with {cfg.method} for {cfg.epochs} epochs "
-            f"(shrinking from {cfg.shrink_at:.0%}) -> {cfg.out}")
-    resume = (Path(cfg.out) / "checkpoint.pt").exists()
-    result = run_training(cfg, resume=resume, data=ds)
-    summary = result.summary
-    step(4, f"trained in {summary['wall_s']:.0f} s ({summary['train_macs'] / 1e12:.2f} T "
-            "training MACs); corner SubNets after BN recalibration:")
-    _print_eval_table(summary["eval"])
-    net = result.supernet.eval()
-    smallest = net.space.smallest()
-    t0 = time.perf_counter()
-    report = export_onnx(net.extract(smallest), out / "smallest.onnx", net.input_shape(smallest),
-                         exporter=exporter)
-    step(5, f"exported the smallest SubNet to {report.path} ({report.bytes:,} bytes, {exporter}), "
-            f"verified with onnxruntime: max |diff| {report.max_abs_diff:.3g} "
-            f"({time.perf_counter() - t0:.1f} s)")
-    if serve_seconds > 0:
-        _demo_serve(out, Path(cfg.out) / "checkpoint.pt", summary["eval"], serve_seconds,
-                    lambda text: step(6, text))
-
-
-def _demo_serve(out: Path, checkpoint: Path, eval_rows: list[dict[str, Any]], seconds: float,
-                announce: Any) -> None:
-    from ..serve.live import DemoConfig, demo_serving, write_deploy_file
-    from ..serve.stack import StackConfig
-
-    # The evaluated SubNets carry BN statistics and accuracies in the checkpoint: deploying
-    # exactly those needs no data. One thread: the load generator needs the other core.
-    deploy = write_deploy_file(eval_rows, out / "serve_deploy.json")
-    announce(f"serving {checkpoint} (SlackFit vs a fixed SubNet, {seconds:g} s bursty trace "
-             "each):")
-    cfg = StackConfig(checkpoint=str(checkpoint), deploy=str(deploy), max_batch=16,
-                      profile_runs=10, threads=1, profile=str(out / "serve_profile.json"))
-    result = demo_serving(cfg, DemoConfig(seconds=seconds),
-                          log=lambda m: typer.echo(f"      {m}"))
-    typer.echo(result["table"])
-    typer.echo(f"      server stopped; serving step took {result['total_s']:.0f} s")
+    run_demo(DemoRun(out=out, data_dir=data_dir, preset=preset, exporter=exporter,
+                     serve_seconds=serve_seconds),
+             step=lambda i, n, text: typer.echo(f"[{i}/{n}] {text}"),
+             eval_table=_print_eval_table, log=typer.echo, table=typer.echo)
 
 
 def _print_eval_table(rows: list[dict[str, Any]]) -> None:
