@@ -20,6 +20,7 @@ from .core import (
     emit_json,
     fmt_count,
 )
+from .deprecated import add_deprecated_alias
 
 # ---------------------------------------------------------------------------------------------
 # Specialize: latency tables, accuracy predictor, search, frontier
@@ -31,7 +32,7 @@ CheckpointOpt = Annotated[
 TableOpt = Annotated[
     Path | None,
     typer.Option("--latency-table", "-t", metavar="TABLE",
-                 help="Latency table from `weightshare profile` (needed for latency limits and "
+                 help="Latency table from `weightshare latency-table build` (needed for latency limits and "
                  "the latency objective)."),
 ]
 DatasetNameOpt = Annotated[
@@ -106,8 +107,13 @@ def _fmt_candidate(c: Any, verified: Any = None) -> str:
     return f"{acc}, {fmt_count(c.costs['macs'])} MACs, {fmt_count(c.costs['params'])} params{lat}"
 
 
-@app.command()
-def profile(
+latency_app = typer.Typer(help="Per-operator latency tables: build one on this machine, check "
+                          "its error.", no_args_is_help=True)
+app.add_typer(latency_app, name="latency-table")
+
+
+@latency_app.command("build")
+def latency_table_build(
     checkpoint: CheckpointOpt,
     output: Annotated[
         Path, typer.Option("--output", "-o", metavar="TABLE.json", help="Latency table to write.")
@@ -137,12 +143,12 @@ def profile(
     interleaved). A SubNet's latency is predicted as the sum of its layers' entries
     (microseconds) plus the measured cost of an empty forward, optionally mapped by a
     scale + offset fitted to --calibrate end-to-end timings. The table records the
-    device, batch, thread count and the SuperNet it was made for; check its error
-    with `weightshare profile-check`.
+    device, batch, thread count, machine and the SuperNet it was made for; check its
+    error with `weightshare latency-table check`. (Formerly `weightshare profile`.)
 
     Example:
 
-        weightshare profile -c runs/deps/checkpoint.pt --device cpu --calibrate 8 -o cpu_table.json
+        weightshare latency-table build -c runs/deps/checkpoint.pt --calibrate 8 -o cpu_table.json
     """
     from ..checkpoint import load_checkpoint
     from ..search.latency_table import build_latency_table
@@ -175,8 +181,8 @@ def profile(
     typer.echo(f"predicted: smallest {ends['smallest']:.3f} ms, largest {ends['largest']:.3f} ms")
 
 
-@app.command("profile-check")
-def profile_check(
+@latency_app.command("check")
+def latency_table_check(
     checkpoint: CheckpointOpt,
     latency_table: Annotated[
         Path, typer.Option("--latency-table", "-t", metavar="TABLE", help="Table to check.")
@@ -193,11 +199,11 @@ def profile_check(
 
     Prints the mean absolute percentage error (MAPE) of the predicted latency and the
     Kendall rank correlation between predicted and measured latency. Run it on the
-    machine (and thread count) the table was made on.
+    machine (and thread count) the table was made on. (Formerly `weightshare profile-check`.)
 
     Example:
 
-        weightshare profile-check -c runs/deps/checkpoint.pt -t cpu_table.json -n 30
+        weightshare latency-table check -c runs/deps/checkpoint.pt -t cpu_table.json -n 30
     """
     from ..checkpoint import load_checkpoint
     from ..search.latency_table import check_latency_table, load_latency_table
@@ -227,7 +233,13 @@ def profile_check(
                    "average; an error near that is the machine, not the table")
     if report.method == "isolated":
         typer.echo("note: this is a version-1 table (layers timed in isolation, which "
-                   "underestimates); rebuild it with `weightshare profile`")
+                   "underestimates); rebuild it with `weightshare latency-table build`")
+
+
+add_deprecated_alias(app, "weightshare profile", "weightshare latency-table build",
+                     latency_table_build)
+add_deprecated_alias(app, "weightshare profile-check", "weightshare latency-table check",
+                     latency_table_check)
 
 
 predictor_app = typer.Typer(help="Accuracy predictor of a checkpoint's SubNets.",

@@ -1,4 +1,4 @@
-"""Serving commands: `serve` (the Open Inference Protocol server), `serve profile|simulate|runtime`, `loadtest`."""
+"""Serving commands: `serve` (the Open Inference Protocol server), `serve serving-profile|simulate|runtime`, `loadtest`."""
 
 from __future__ import annotations
 
@@ -18,9 +18,11 @@ from .core import (
     fail,
     fmt_count,
 )
+from .deprecated import add_deprecated_alias
 
 # ---------------------------------------------------------------------------------------------
-# Serving (weightshare.serve): `serve` (the server), `serve profile|simulate|runtime`, `loadtest`
+# Serving (weightshare.serve): `serve` (the server), `serve serving-profile|simulate|runtime`,
+# `loadtest`
 # ---------------------------------------------------------------------------------------------
 
 serve_app = typer.Typer(
@@ -233,7 +235,7 @@ def serve(
         fail("the server stopped: its startup failed (error above)")
 
 
-@serve_app.command("profile")
+@serve_app.command("serving-profile")
 def serve_profile(
     checkpoint: ServeCheckpointOpt,
     deploy: ServeDeployOpt = None,
@@ -254,9 +256,11 @@ def serve_profile(
     thread count and checkpoint identity (`serve` reuses it while they match). Candidates
     dominated in (accuracy, batch-1 latency) are dropped unless --keep-dominated.
 
+    Formerly `weightshare serve profile` (that name still works for one release).
+
     Example:
 
-        weightshare serve profile -c runs/deps/checkpoint.pt --max-batch 32 --threads 2
+        weightshare serve serving-profile -c runs/deps/checkpoint.pt --max-batch 32 --threads 2
     """
     from ..serve.stack import build_stack
 
@@ -280,10 +284,14 @@ def serve_profile(
                f"{p.meta.get('threads')} threads; saved {stack.profile_path}")
 
 
+add_deprecated_alias(serve_app, "weightshare serve profile", "weightshare serve serving-profile",
+                     serve_profile)
+
+
 @serve_app.command("simulate")
 def serve_simulate(
     profile: Annotated[Path, typer.Option("--profile", "-p", metavar="FILE.json",
-                                          help="Profile from `serve profile`.")],
+                                          help="Profile from `serve serving-profile`.")],
     policy: Annotated[
         list[str] | None,
         typer.Option("--policy", help="Policy to simulate; repeatable (default: slackfit, "

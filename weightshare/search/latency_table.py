@@ -197,7 +197,7 @@ class LatencyTable:
             except KeyError:
                 raise SearchError(
                     f"latency table has no entry {key!r} (SubNet {subnet.to_json()}); it was made "
-                    "for another space or is incomplete: rebuild it with `weightshare profile`"
+                    "for another space or is incomplete: rebuild it with `weightshare latency-table build`"
                 ) from None
         return total
 

@@ -133,7 +133,7 @@ def verify_pick(result: SearchResult, target: Target, *, measure_ms: MeasureMs |
             raise SearchError(
                 f"target {target.name!r}: the {len(rejected)} most accurate SubNets within the "
                 f"table's {cap:g} ms all measured over it (fastest {fastest:.3f} ms); rebuild the "
-                "latency table on this machine (`weightshare profile`) or raise the cap")
+                "latency table on this machine (`weightshare latency-table build`) or raise the cap")
     acc, images = (measure_acc(chosen.subnet) if measure_acc is not None else (None, 0))
     return chosen, Verification(ms, acc, images, rejected)
 
