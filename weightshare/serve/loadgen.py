@@ -56,12 +56,17 @@ class LoadConfig:
     timeout_s: float = 10.0
     max_connections: int = 256
     seed: int = 0
+    #: CPUs the load generator process runs on (`run_*_process` only; None: the parent's),
+    #: so that a benchmark keeps the client off the server's cores.
+    cpus: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.slo_ms <= 0:
             raise ValueError("slo_ms must be > 0")
         if self.max_connections < 1:
             raise ValueError("max_connections must be >= 1")
+        if self.cpus is not None and not self.cpus:
+            raise ValueError("cpus must name at least one CPU (or be None)")
 
 
 @dataclass
@@ -167,6 +172,7 @@ async def run_load(trace: Trace, config: LoadConfig) -> LoadResult:
     path = f"/v2/models/{config.model_name}/infer"
     outcomes: list[Outcome] = []
     statuses: dict[int, int] = {}
+    lags: list[float] = []
     slo_s = config.slo_ms / 1000.0
     client = _pool(config, config.max_connections)
     try:
@@ -177,6 +183,7 @@ async def run_load(trace: Trace, config: LoadConfig) -> LoadResult:
             if delay > 0:
                 await asyncio.sleep(delay)
             sent = time.perf_counter() - start
+            lags.append(sent - at)
             try:
                 code, data = await client.post(path, payload)
             except _ERRORS:
@@ -203,7 +210,13 @@ async def run_load(trace: Trace, config: LoadConfig) -> LoadResult:
     finally:
         await client.aclose()
     outcomes.sort(key=lambda o: o.id)
-    return LoadResult(outcomes, summarize(outcomes, max(elapsed, trace.duration)), statuses)
+    summary = summarize(outcomes, max(elapsed, trace.duration))
+    # How late the client itself sent (behind the trace's times): near zero while the client
+    # is not what limits the run.
+    lags.sort()
+    summary["send_lag_p99_ms"] = 1e3 * lags[int(0.99 * (len(lags) - 1))] if lags else 0.0
+    summary["send_lag_max_ms"] = 1e3 * lags[-1] if lags else 0.0
+    return LoadResult(outcomes, summary, statuses)
 
 
 def run_load_sync(trace: Trace, config: LoadConfig) -> LoadResult:
@@ -261,6 +274,7 @@ async def run_closed_loop(config: LoadConfig, concurrency: int = 32, seconds: fl
 def _config_dict(config: LoadConfig) -> dict[str, Any]:
     d = dict(config.__dict__)
     d["input_shape"] = list(d["input_shape"])
+    d["cpus"] = list(d["cpus"]) if d["cpus"] is not None else None
     return d
 
 
@@ -300,7 +314,12 @@ def _main() -> None:
 
     job = json.loads(sys.stdin.read())
     cfg = job["config"]
-    config = LoadConfig(**{**cfg, "input_shape": tuple(cfg["input_shape"])})
+    cpus = tuple(cfg["cpus"]) if cfg.get("cpus") is not None else None
+    config = LoadConfig(**{**cfg, "input_shape": tuple(cfg["input_shape"]), "cpus": cpus})
+    if cpus is not None:
+        import os
+
+        os.sched_setaffinity(0, cpus)
     if job["mode"] == "closed":
         out = asyncio.run(run_closed_loop(config, job["concurrency"], job["seconds"],
                                           job["warmup_s"]))

@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 from ..registry import Registry
 from .core import Decision, QueueView, Request
+from .overhead import RequestOverhead
 from .profile import Profile
 from .spec import parse_spec
 
@@ -61,6 +62,9 @@ class Policy(ABC):
     runtime_kind: ClassVar[str] = "subnetact"
     #: For "separate" policies: how many models may be held in memory at once.
     max_held: int | None = None
+    #: The server's own time per request and batch (measured at its startup), for policies
+    #: that plan with the whole request path; None: plan with model time only.
+    overhead: RequestOverhead | None = None
 
     @abstractmethod
     def decide(self, queue: QueueView, now: float, profile: Profile) -> Decision: ...
@@ -71,6 +75,10 @@ class Policy(ABC):
 
     def describe(self) -> str:
         return self.name
+
+    def set_overhead(self, overhead: RequestOverhead | None) -> None:
+        """Plan with `overhead` from the next decision on (the server measures it at startup)."""
+        self.overhead = overhead
 
 
 # ------------------------------------------------------------------- registry
@@ -182,24 +190,50 @@ class SlackFit(Policy):
     bucket_ms: width of a slack bucket (default: a tenth of the fastest profiled latency),
         so a decision is a table lookup; slack is floored to its bucket (never optimistic).
     stat: plan with the profile's "p99" (default, safe) or "median" latency.
-    margin_ms: slack held back for what the profile does not see (HTTP, collation).
+    margin_ms: slack held back for what neither the profile nor the overhead model sees.
+    overhead: the server's own time (`RequestOverhead`, or `set_overhead` later): each table
+        entry then holds model time plus the batch's collation and its answers' encoding, and
+        the head's slack is scaled by the share of the core left after the arrival work at
+        the arrival rate of the last `rate_window_s` -- still one lookup per decision.
     """
 
     def __init__(self, bucket_ms: float | None = None, stat: str = "p99",
-                 margin_ms: float = 0.0) -> None:
+                 margin_ms: float = 0.0, overhead: RequestOverhead | None = None,
+                 rate_window_s: float = 0.5) -> None:
         if bucket_ms is not None and bucket_ms <= 0:
             raise ValueError(f"bucket_ms must be > 0, got {bucket_ms}")
+        if rate_window_s <= 0:
+            raise ValueError(f"rate_window_s must be > 0, got {rate_window_s}")
         self.bucket_ms = bucket_ms
         self.stat = _check_stat(stat)
         self.margin_ms = float(margin_ms)
+        self.rate_window_s = float(rate_window_s)
+        self.overhead = overhead
         self._profile: Profile | None = None
         self._plan: _SlackTable | None = None
+        self._plan_overhead: RequestOverhead | None = None
+
+    def set_overhead(self, overhead: RequestOverhead | None) -> None:
+        self.overhead = overhead
+        self._plan = None  # the table holds the overhead: rebuild it on the next decision
+
+    def describe(self) -> str:
+        return self.name + (" (+ request overhead)" if self.overhead is not None else "")
+
+    def planned_ms(self, profile: Profile, name: str, batch: int, rate: float = 0.0) -> float:
+        """What a batch of `batch` images on `name` is planned to take, answers included."""
+        model = profile.latency_ms(name, batch, self.stat)
+        return model if self.overhead is None else self.overhead.batch_ms_total(model, batch,
+                                                                                 rate)
 
     def table_for(self, profile: Profile) -> _SlackTable:
-        """The bucket table of `profile` (built once per profile object)."""
-        if self._profile is profile and self._plan is not None:
+        """The bucket table of `profile` (built once per profile object and overhead)."""
+        if (self._profile is profile and self._plan is not None
+                and self._plan_overhead is self.overhead):
             return self._plan
+        ov = self.overhead
         lat = {(s.name, j): profile.latency_ms(s.name, b, self.stat)
+               + (ov.static_ms(b) if ov is not None else 0.0)
                for s in profile.subnets for j, b in enumerate(profile.batch_sizes)}
         width = self.bucket_ms or max(1e-3, min(lat.values()) / 10.0)
         n_buckets = min(200_000, int(math.ceil(max(lat.values()) / width)) + 1)
@@ -212,11 +246,16 @@ class SlackFit(Policy):
                 row.append(next((s.name for s in by_acc if lat[s.name, j] <= slack), None))
             rows.append(tuple(row))
         self._profile, self._plan = profile, _SlackTable(width, tuple(rows))
+        self._plan_overhead = ov
         return self._plan
 
     def decide(self, queue: QueueView, now: float, profile: Profile) -> Decision:
         plan = self.table_for(profile)
         last = len(plan.table) - 1
+        rate = queue.arrival_rate(now, self.rate_window_s) if self.overhead is not None else 0.0
+        # Arrival work on a shared core stretches a batch by 1 / (1 - u): fitting the
+        # stretched latency into the slack is fitting the table's latency into slack * (1 - u).
+        share = 1.0 - (self.overhead.utilisation(rate) if self.overhead is not None else 0.0)
         dropped: list[Request] = []
         pending = queue.items
         for i in range(len(queue)):
@@ -226,14 +265,14 @@ class SlackFit(Policy):
                 dropped.append(head)
                 pending -= head.size
                 continue
-            row = plan.table[min(int(slack / plan.bucket_ms), last)]
+            row = plan.table[min(int(slack * share / plan.bucket_ms), last)]
             lo = profile.level(head.size)
             top = profile.level(max(head.size, min(pending, profile.max_batch)))
             for lvl in range(top, lo - 1, -1):
                 name = row[lvl]
                 if name is not None:
                     batch = _take(queue, i, profile.batch_sizes[lvl])
-                    planned = profile.latency_ms(name, sum(r.size for r in batch), self.stat)
+                    planned = self.planned_ms(profile, name, sum(r.size for r in batch), rate)
                     return Decision(name, batch, tuple(dropped), planned)
             dropped.append(head)  # not even the fastest SubNet finishes in time
             pending -= head.size

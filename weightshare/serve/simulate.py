@@ -6,12 +6,19 @@ policy decides; the batch then takes its profiled latency (`exec_stat`,
 median by default, optionally with seeded multiplicative jitter), plus, for
 `separate` policies (INFaaS), the profiled time to load a model it does not
 hold, with the same LRU bound the policy assumes. Arrivals beyond the queue's
-capacity are rejected, as the server's admission control does. The result is
-deterministic for a given (policy, profile, trace, config).
+capacity are rejected, as the server's admission control does. With an
+`overhead` model (`serve.overhead.RequestOverhead`, what the server measures at
+startup) the request path is replayed too: a request joins the queue once its
+arrival work is done, a batch also pays its collation, the arrival work of every
+request that comes in while it runs (when the event loop shares the core), and
+its answers are encoded one after another, the k-th finishing k answer-times
+after the batch. The result is deterministic for a given (policy, profile,
+trace, config).
 """
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -20,6 +27,7 @@ from typing import Any
 from .batching import QueueFull, RequestQueue
 from .core import Decision, ManualClock, Request
 from .outcomes import Outcome, summarize
+from .overhead import RequestOverhead
 from .policies import Policy
 from .profile import Profile
 from .traces import Trace
@@ -33,6 +41,7 @@ class SimConfig:
     queue_capacity: admission control bound (requests), None for unbounded.
     exec_stat: which profiled latency a batch takes ("median" or "p99").
     jitter: each batch's time is multiplied by uniform(1 - jitter, 1 + jitter).
+    overhead: the server's time around the model (None: model time only).
     """
 
     slo_ms: float = 100.0
@@ -40,6 +49,7 @@ class SimConfig:
     exec_stat: str = "median"
     jitter: float = 0.0
     seed: int = 0
+    overhead: RequestOverhead | None = None
 
     def __post_init__(self) -> None:
         if self.slo_ms <= 0:
@@ -133,12 +143,16 @@ def simulate(policy: Policy, profile: Profile, trace: Trace,
     outcomes: list[Outcome] = []
     timeline: list[tuple[float, str, int]] = []
     arrivals = trace.arrivals
+    ov = cfg.overhead
+    # A request is queued once its arrival work (framing, decode, hand-off) is done.
+    lag_s = ov.arrival_ms / 1000.0 if ov is not None else 0.0
+    queued_at = [a + lag_s for a in arrivals]
     slo_s = cfg.slo_ms / 1000.0
     i = n_decisions = 0
 
     def admit_until(t: float) -> None:
         nonlocal i
-        while i < len(arrivals) and arrivals[i] <= t:
+        while i < len(arrivals) and queued_at[i] <= t:
             a = arrivals[i]
             req = Request(i, a, a + slo_s)
             try:
@@ -147,9 +161,24 @@ def simulate(policy: Policy, profile: Profile, trace: Trace,
                 outcomes.append(Outcome(i, a, req.deadline, "rejected"))
             i += 1
 
+    def stretched(start: float, busy: float) -> float:
+        """`busy` seconds of work started at `start`, plus the arrival work of every request
+        arriving meanwhile on a shared core (which arrives later again stretches it)."""
+        if ov is None or not ov.shared_core or ov.arrival_ms <= 0:
+            return busy
+        lo = bisect.bisect_right(arrivals, start)
+        total, seen = busy, 0
+        for _ in range(100):  # converges: each round adds only the arrivals of the extension
+            n = bisect.bisect_right(arrivals, start + total) - lo
+            if n == seen:
+                break
+            seen = n
+            total = busy + n * lag_s
+        return total
+
     while i < len(arrivals) or len(queue):
         if not len(queue):
-            clock.set(max(clock.now(), arrivals[i]))
+            clock.set(max(clock.now(), queued_at[i]))
         admit_until(clock.now())
         now = clock.now()
         decision = policy.decide(queue, now, profile)
@@ -162,17 +191,23 @@ def simulate(policy: Policy, profile: Profile, trace: Trace,
                 for r in queue.clear():
                     outcomes.append(Outcome(r.id, r.arrival, r.deadline, "dropped", finish=now))
                 break
-            clock.set(max(now, arrivals[i]))
+            clock.set(max(now, queued_at[i]))
             continue
         busy = backend.duration(decision)
-        finish = now + busy
+        b = decision.batch_size
+        answer_s = 0.0
+        if ov is not None and decision.requests:
+            busy += (ov.batch_ms + b * ov.item_ms) / 1000.0
+            answer_s = ov.answer_ms / 1000.0
+        model_end = now + stretched(now, busy)
+        finish = model_end + len(decision.requests) * answer_s
         if decision.requests:
             assert decision.subnet is not None
             acc = profile.acc(decision.subnet)
-            b = decision.batch_size
-            for r in decision.requests:
-                status = "ok" if finish <= r.deadline + 1e-12 else "late"
-                outcomes.append(Outcome(r.id, r.arrival, r.deadline, status, finish,
+            for k, r in enumerate(decision.requests, start=1):
+                done = model_end + k * answer_s
+                status = "ok" if done <= r.deadline + 1e-12 else "late"
+                outcomes.append(Outcome(r.id, r.arrival, r.deadline, status, done,
                                         decision.subnet, acc, b))
             timeline.append((now, decision.subnet, b))
         policy.observe(decision, now, finish)
