@@ -202,6 +202,16 @@ def serve(
             slot.stage = "BN recalibration, test accuracy and profiling (see the server log)"
             stack = build_stack(cfg, log=_log, policy=chosen_policy, net=net)
             stacks.append(stack)
+            # The server's own time per request and batch, so the policy plans with the
+            # whole request path, not model time only (weightshare.serve.overhead).
+            from ..serve.overhead import measure_request_overhead
+
+            overhead = measure_request_overhead(net.input_shape(), int(net.num_classes),
+                                                max_batch=max_batch)
+            stack.policy.set_overhead(overhead)
+            _log(f"request path: {overhead.arrival_ms:.3f} ms per arrival, "
+                 f"{overhead.answer_ms:.3f} ms per answer, {overhead.batch_ms:.3f} ms per "
+                 "batch (measured; the policy plans with them)")
             worker = InferenceWorker(stack.backend, stack.policy, stack.profile,
                                      queue_capacity=queue_size, metrics=metrics)
             stack.on_profile(worker.update_profile)
