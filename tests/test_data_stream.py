@@ -480,3 +480,40 @@ def test_sigkill_mid_epoch_then_resume_reaches_the_uninterrupted_weights(
     steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "log.jsonl")
              .read_text().splitlines() if '"kind": "train"' in line]
     assert steps == sorted(set(steps)) and len(steps) == 8
+
+
+def test_simplejpeg_and_pillow_decode_the_same_picture_and_broken_files_go_to_pillow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast decoder changes speed, not data: same box draws, same pixels at full scale,
+    the same picture at DCT scale and from CMYK; a file it cannot read goes to Pillow, whose
+    error the loader reports as before."""
+    from weightshare.data import stream
+    from weightshare.data.containers import StreamSettings
+
+    rng = np.random.default_rng(3)
+    a = np.clip(rng.normal(128, 40, (300, 400, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(a).save(tmp_path / "a.jpg", quality=92)
+    Image.fromarray(a).convert("CMYK").save(tmp_path / "cmyk.jpg", quality=92)
+    data = (tmp_path / "a.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    settings = StreamSettings(min_scale=0.5)
+
+    def views(name: str, size: int) -> list[torch.Tensor]:
+        g = torch.Generator().manual_seed(7)
+        return [stream.load_image(str(tmp_path / name), size, 3, settings, train=True,
+                                  flip=True, generator=g) for _ in range(4)]
+
+    assert stream._simplejpeg is not None  # a pinned dependency
+    assert stream._decode_jpeg((tmp_path / "cut.jpg").read_bytes(),
+                               lambda h, w: (0, 0, h, w), 32, 3) is None
+    with pytest.raises(DatasetError, match="cut.jpg"):
+        load_eval_image(str(tmp_path / "cut.jpg"), 32, 3)
+    fast = {(n, px): views(n, px) for n in ("a.jpg", "cmyk.jpg") for px in (96, 32)}
+    monkeypatch.setattr(stream, "_simplejpeg", None)
+    for (name, px), got in fast.items():
+        for f, s in zip(got, views(name, px), strict=True):
+            if name == "a.jpg" and px == 96:  # boxes >= 96 px: full-scale decode, same pixels
+                assert torch.equal(f, s)
+            else:  # reduced scale or CMYK conversion: the same picture
+                assert (f.int() - s.int()).abs().float().mean() < 3.0
