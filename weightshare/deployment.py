@@ -21,8 +21,9 @@ One home for what search writes and serve, accel and fed read:
   (a serving profile names its deployed SubNets that way). ``"acc"`` reads as the
   measured accuracy.
 * `load_deployment` -- a checkpoint plus a frontier file as named `DeployedSubnet`s.
-* `dataset_for` -- the dataset a checkpoint was trained on (the training config a
-  centrally trained or a federated checkpoint saved), with the same seed and
+* `dataset_meta` / `dataset_for` -- the dataset a checkpoint was trained on: the
+  record a trainer writes as ``meta["dataset"]`` (federated runs do), read back (or,
+  for older checkpoints, the training config they saved) with the same seed and
   calibration split, so accuracies are measured on the data the SuperNet saw.
 
 No torch import at module level: the search, the simulator and the CLI read
@@ -55,6 +56,7 @@ __all__ = [
     "FrontierError",
     "FrontierPoint",
     "dataset_for",
+    "dataset_meta",
     "dataset_recipe",
     "deploy",
     "load_deployment",
@@ -230,13 +232,27 @@ def load_deployment(checkpoint: str | os.PathLike, frontier: str | os.PathLike
 
 
 # ---------------------------------------------------------- the checkpoint's dataset
+def dataset_meta(dataset: str, *, data_dir: str | None = None, seed: int = 0,
+                 calib_size: int | None = None, test_subset: int | None = None,
+                 dataset_args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record a trainer stores as the checkpoint's ``meta["dataset"]``: how it loaded
+    its data, so that evaluation, search and serving load the same calib and test images."""
+    return {"dataset": dataset, "data_dir": data_dir or None, "seed": int(seed),
+            "calib_size": calib_size, "test_subset": test_subset or None,
+            "dataset_args": dict(dataset_args or {})}
+
+
 def dataset_recipe(ck: Checkpoint) -> dict[str, Any]:
     """How the checkpoint's training loaded its data: {"dataset", "data_dir", "seed",
     "calib_size", "test_subset", "dataset_args"} (keys it did not save are absent).
 
-    Central training saves its config as ``train_state["config"]``; a federated run as
-    ``train_state["fed"]["config"]`` (its data folder is ``data_root``).
+    Read from ``meta["dataset"]`` (`dataset_meta`; federated runs write it), else from
+    what older checkpoints hold: central training's config (``train_state["config"]``)
+    or a federated run's (``train_state["fed"]["config"]``, data folder ``data_root``).
     """
+    meta = (ck.meta or {}).get("dataset")
+    if isinstance(meta, dict) and meta.get("dataset"):
+        return {k: v for k, v in meta.items() if v is not None}
     state = ck.train_state or {}
     cfg = state.get("config")
     if isinstance(cfg, dict):

@@ -28,6 +28,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 
 from ..checkpoint import CheckpointError, load_checkpoint, plain, save_checkpoint
+from ..deployment import dataset_meta
 from ..io import atomic_write_text, read_json
 from ..models import SuperNet, create_supernet
 from ..space import SubnetConfig
@@ -147,7 +148,7 @@ def run_server(grid: Grid, cfg: FedConfig, out_dir: str | Path, *, threads: int 
         if "acc_largest" in row or "acc_subnet" in row or last:
             save_checkpoint(ckpt, net, train_state={"fed": {
                 "round": rnd, "history": plain(history), "strategy": strategy.state_dict(),
-                "config": plain(cfg.__dict__)}}, meta={"method": f"fed-{cfg.mode}"})
+                "config": plain(cfg.__dict__)}}, meta=_meta(cfg))
         atomic_write_text(out / "history.json", _json({"config": plain(cfg.__dict__),
                                                        "rounds": history}))
         if on_round is not None:
@@ -155,8 +156,16 @@ def run_server(grid: Grid, cfg: FedConfig, out_dir: str | Path, *, threads: int 
     if history and not ckpt.exists():
         save_checkpoint(ckpt, net, train_state={"fed": {
             "round": history[-1]["round"], "history": plain(history),
-            "strategy": strategy.state_dict(), "config": plain(cfg.__dict__)}})
+            "strategy": strategy.state_dict(), "config": plain(cfg.__dict__)}}, meta=_meta(cfg))
     return history
+
+
+def _meta(cfg: FedConfig) -> dict[str, Any]:
+    # The dataset record every checkpoint carries (weightshare.deployment), so search,
+    # evaluation and serving recalibrate and test on this run's calib and test images.
+    return {"method": f"fed-{cfg.mode}", "dataset": dataset_meta(
+        cfg.dataset, data_dir=cfg.data_root, seed=cfg.seed, calib_size=cfg.calib_size,
+        test_subset=cfg.test_subset)}
 
 
 def _json(obj: Any) -> str:
