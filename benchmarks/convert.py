@@ -15,7 +15,7 @@ defined here):
    sharing the converted path's total compute (steps 1 + 3) equally.
 Training MACs count 3x the forward MACs per image (forward + backward), as the trainer does.
 
-    taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/convert.py        # ~1 h on one core
+    taskset -c 1 env OMP_NUM_THREADS=1 python benchmarks/convert.py   # ~15 min of one free core
     python benchmarks/convert.py --quick                                    # smoke run
 Writes results/convert.{json,md,png} after every model.
 """
@@ -67,7 +67,7 @@ class BasicBlock(nn.Module):
 class SmallResNet(nn.Module):
     """A ResNet-14-ish for 28 px: stem, 3 stages x 2 basic blocks, global pool, linear."""
 
-    def __init__(self, widths=(16, 32, 64), classes: int = 10) -> None:
+    def __init__(self, widths=(8, 16, 32), classes: int = 10) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(1, widths[0], 3, 1, 1, bias=False),
                                   nn.BatchNorm2d(widths[0]), nn.ReLU())
@@ -103,12 +103,12 @@ class InvertedResidual(nn.Module):
 class SmallMobileNetV2(nn.Module):
     """MobileNetV2-style for 28 px: stem, 3 stages x 2 inverted residuals (expand 4), 1x1, fc."""
 
-    def __init__(self, stages=((16, 1), (32, 2), (64, 2)), expand: int = 4, last: int = 256,
+    def __init__(self, stages=((8, 1), (16, 2), (32, 2)), expand: int = 4, last: int = 128,
                  classes: int = 10) -> None:
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16),
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, 1, 1, bias=False), nn.BatchNorm2d(8),
                                   nn.ReLU6())
-        blocks, cin = [], 16
+        blocks, cin = [], 8
         for c, s in stages:
             for b in range(2):
                 blocks.append(InvertedResidual(cin, c, s if b == 0 else 1, expand))
@@ -159,6 +159,7 @@ def train_plain(model: nn.Module, data, steps: int, *, lr: float, batch: int, se
                 label: str) -> dict[str, Any]:
     """The user's own loop: SGD nesterov, cosine LR over `steps`, label smoothing 0.1."""
     torch.manual_seed(seed)
+    model.to(memory_format=torch.channels_last)  # oneDNN's depthwise backward is slow on NCHW
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True,
                           weight_decay=5e-5)
     loader = make_loader(data.train, data, batch, train=True, seed=seed, augment=True)
@@ -177,7 +178,7 @@ def train_plain(model: nn.Module, data, steps: int, *, lr: float, batch: int, se
             if step >= steps:
                 break
         epoch += 1
-        print(f"  [{label}] epoch {epoch}: step {step}/{steps}, loss {float(loss):.3f}, "
+        print(f"  [{label}] epoch {epoch}: step {step}/{steps}, loss {loss.item():.3f}, "
               f"{time.perf_counter() - t0:.0f} s", flush=True)
     return {"steps": steps, "images": steps * batch, "wall_s": time.perf_counter() - t0}
 
@@ -208,11 +209,11 @@ def frontier_acc_at(front: list[dict[str, Any]], macs: float) -> float | None:
 
 
 def shrink(ckpt: Path, data, out: Path, *, epochs: int, shrink_at: float, lr: float,
-           batch: int, num_random: int, spread: int, quick_steps: int | None) -> dict[str, Any]:
+           batch: int, num_random: int, spread: int) -> dict[str, Any]:
     cfg = TrainConfig(method="deps", init_from=str(ckpt), shrink_at=shrink_at, epochs=epochs,
                       lr=lr, batch_size=batch, num_random=num_random, eval_spread=spread,
                       out=str(out), device="cpu", amp="off", tensorboard=False, progress=False,
-                      max_steps=quick_steps, dropout=0.0)
+                      dropout=0.0)
     result = train(cfg, data=data)
     return result.summary
 
@@ -224,7 +225,7 @@ def run_model(name: str, data, args, tmp: Path) -> dict[str, Any]:
     x = torch.randn(8, 1, 28, 28)
     macs = forward_macs(model, x)
     steps_per_epoch = len(data.train) // args.batch
-    orig_steps = args.epochs * steps_per_epoch if not args.quick else 20
+    orig_steps = args.epochs * steps_per_epoch
     print(f"[{name}] {sum(p.numel() for p in model.parameters()):,} params, {macs / 1e6:.2f} M "
           f"MACs; training {orig_steps} steps", flush=True)
     info = train_plain(model, data, orig_steps, lr=args.lr, batch=args.batch, seed=0,
@@ -249,7 +250,7 @@ def run_model(name: str, data, args, tmp: Path) -> dict[str, Any]:
     probe = TrainConfig(method="deps", init_from=str(ckpt), shrink_at=0.0, epochs=1,
                         batch_size=args.batch, num_random=args.num_random)
     per_epoch = planned_train_macs(probe, net, steps_per_epoch)
-    epochs = max(1, int(0.5 * orig_train_macs // per_epoch)) if not args.quick else 1
+    epochs = max(1, int(0.5 * orig_train_macs // per_epoch))
     print(f"[{name}] DepS shrink: {epochs} epoch(s) of {per_epoch / 1e12:.2f} T MACs "
           f"(budget {0.5 * orig_train_macs / 1e12:.2f} T)", flush=True)
     variants = {}
@@ -257,8 +258,7 @@ def run_model(name: str, data, args, tmp: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         summary = shrink(ckpt, data, tmp / f"{name}_deps_{shrink_at}", epochs=epochs,
                          shrink_at=shrink_at, lr=args.shrink_lr, batch=args.batch,
-                         num_random=args.num_random, spread=args.spread,
-                         quick_steps=10 if args.quick else None)
+                         num_random=args.num_random, spread=args.spread)
         rows = [{"subnet": r["subnet"], "macs": r["macs"], "params": r["params"], "acc": r["acc"]}
                 for r in summary.get("eval", [])]
         front = pareto(rows)
@@ -287,7 +287,7 @@ def run_model(name: str, data, args, tmp: Path) -> dict[str, Any]:
         cfg = SubnetConfig.from_dict(r["subnet"])
         static = reinitialise(net.extract(cfg))
         share = total_macs / len(picks)
-        steps = max(1, int(share // (3 * r["macs"] * args.batch))) if not args.quick else 20
+        steps = max(1, int(share // (3 * r["macs"] * args.batch)))
         info = train_plain(static, data, steps, lr=args.lr, batch=args.batch, seed=1,
                            label=f"{name} scratch {r['macs'] / 1e6:.2f}M")
         acc = test_accuracy(static, data)
@@ -395,21 +395,26 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: a few steps, a data subset")
     p.add_argument("--models", nargs="+", default=list(USER_MODELS), choices=list(USER_MODELS))
-    p.add_argument("--epochs", type=int, default=8, help="epochs of the original training")
-    p.add_argument("--train-subset", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=6, help="epochs of the original training")
+    p.add_argument("--train-subset", type=int, default=8000,
+                   help="training images (of 58,000; one shared CPU core sets the size)")
+    p.add_argument("--test-subset", type=int, default=3000)
+    p.add_argument("--calib", type=int, default=1000, help="BN recalibration images")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--shrink-lr", type=float, default=0.03)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--num-random", type=int, default=1)
-    p.add_argument("--spread", type=int, default=12)
+    p.add_argument("--spread", type=int, default=6)
     p.add_argument("--width", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
     p.add_argument("--out", default=str(RESULTS_DIR))
     args = p.parse_args()
     torch.set_num_threads(1)
     t0 = time.perf_counter()
-    data = load_dataset("fashion-mnist", calib_size=2000, seed=0,
-                        train_subset=2000 if args.quick else args.train_subset,
-                        test_subset=1000 if args.quick else None)
+    data = load_dataset("fashion-mnist", calib_size=args.calib, seed=0,
+                        train_subset=1000 if args.quick else args.train_subset,
+                        test_subset=500 if args.quick else args.test_subset)
+    if args.quick:
+        args.epochs, args.spread = 2, 2
     models: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="ws_convert_") as tmp:
         for name in args.models:
