@@ -16,13 +16,25 @@ Steps, all on one checkpoint (default: the trained DepS run of `train_cost.py`):
    `--load` times the rate the largest SubNet sustains within the SLO.
 5. Live: the real server on 127.0.0.1 and the open-loop load generator, a few
    seconds per policy (bounded), to check the simulator against reality.
-6. Validation: the same bursty trace and policies on the real server (load generator in
-   its own process) and in the simulator with the same profile, SLO and queue bound;
-   both SLO attainments and their difference (goal: within 5 points). Overhead: the
-   server's throughput at saturation (closed loop, single-image requests, most accurate
-   SubNet) vs that SubNet's raw batched throughput (goal: >= 0.7x).
+6. Overhead: the server's throughput at saturation (closed loop, single-image requests,
+   most accurate SubNet) vs that SubNet's raw batched throughput (goal: >= 0.7x).
+7. Executors: every deployed SubNet through the torch executor, the onnxruntime
+   executor and a standalone onnxruntime session at batch 1 and 16, and the bytes each
+   setting holds. Request path: decode cost (json / orjson / binary) and the overhead
+   model the server measures at startup (`weightshare.serve.overhead`).
+8. The peer (`kserve_peer.py`): the most accurate deployed SubNet exported to ONNX
+   behind KServe's ModelServer with onnxruntime, one worker, on the server's CPU; the
+   load generator on another CPU, with its own ceiling measured against an instant
+   responder. SlackFit (executor auto, planning with the overhead model) and the peer
+   replay the same gamma traces (CV^2 1 and 8) at `--peer-load` x the peer's capacity;
+   the simulator with the overhead model is checked against every SlackFit run.
+9. Startup: `weightshare serve` on the checkpoint with its saved profile, until ready.
 
-    python benchmarks/serving.py                       # ~6 minutes on 2 cores
+The checkpoint (default: the best one here, see `best_checkpoint`) is copied into
+`--workdir` first, so the side files a start writes (statistics, profile, onnxruntime
+sessions) never land beside the original.
+
+    python benchmarks/serving.py                       # ~15 minutes on 2 cores
     python benchmarks/serving.py --quick               # smoke test
 
 Writes serving.{json,md,png} to --out.
@@ -32,6 +44,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -51,7 +65,29 @@ from weightshare.serve.stack import StackConfig, build_stack
 from weightshare.serve.traces import make_trace
 from weightshare.serve.worker import InferenceWorker
 
-DEFAULT_CKPT = REPO_ROOT / "runs" / "train_cost" / "deps" / "checkpoint.pt"
+# Best first: the reference SuperNet (all of Fashion-MNIST), its newest in-flight copy, the
+# 4-epoch DepS run of train_cost.py.
+CANDIDATE_CKPTS = (REPO_ROOT / "checkpoints" / "reference" / "checkpoint.pt",
+                   REPO_ROOT / "checkpoints" / "reference" / "in_flight" / "checkpoint.pt",
+                   REPO_ROOT / "runs" / "train_cost" / "deps" / "checkpoint.pt")
+
+
+def best_checkpoint() -> Path:
+    for p in CANDIDATE_CKPTS:
+        if p.is_file():
+            return p
+    raise SystemExit("no checkpoint found; pass --checkpoint")
+
+
+def work_copy(src: Path, workdir: Path) -> Path:
+    """`src` copied into `workdir` (again only when it changed), so the side files serving
+    writes beside a checkpoint stay out of the original's directory."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    dst = workdir / "checkpoint.pt"
+    if not dst.is_file() or dst.stat().st_size != src.stat().st_size \
+            or dst.stat().st_mtime < src.stat().st_mtime:
+        shutil.copy2(src, dst)
+    return dst
 
 _RSS_SNIPPET = r"""
 import sys, json, torch
@@ -77,6 +113,12 @@ except OSError:
     pass
 print(json.dumps({"base": base, "after": rss_bytes()}))
 """
+
+
+def _version(pkg: str) -> str:
+    from importlib.metadata import version
+
+    return version(pkg)
 
 
 def rss_growth(kind: str, ckpt: str, store: ExtractedModelStore, names: list[str]) -> int:
@@ -107,7 +149,24 @@ def live(stack, policy: str, trace_spec: str, slo_ms: float, seconds: float) -> 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--checkpoint", default=str(DEFAULT_CKPT))
+    ap.add_argument("--checkpoint", default=None, help="Default: the best one here.")
+    ap.add_argument("--workdir", default=str(REPO_ROOT / "runs" / "serving_bench"))
+    ap.add_argument("--server-cpu", type=int, default=1,
+                    help="The CPU every server (this process, the peer) runs on.")
+    ap.add_argument("--client-cpu", type=int, default=0,
+                    help="The CPU the load generator runs on (never the server's).")
+    ap.add_argument("--peer-load", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0],
+                    help="live_vs_peer rates as multiples of the peer's measured capacity.")
+    ap.add_argument("--peer-seconds", type=float, default=10.0,
+                    help="Seconds of each live_vs_peer trace.")
+    ap.add_argument("--peer-slo-ms", type=float, default=None,
+                    help="SLO of live_vs_peer (default: 10x the peer's unloaded latency, "
+                    ">= 20 ms).")
+    ap.add_argument("--startups", type=int, default=2)
+    ap.add_argument("--nice", type=int, default=0,
+                    help="Added to this process's niceness (inherited by the servers and the "
+                    "load generator it starts); negative needs privileges. On a CPU shared "
+                    "with other jobs, a negative value keeps their bursts out of the timings.")
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--test-subset", type=int, default=2000)
     ap.add_argument("--num-subnets", type=int, default=6)
@@ -125,10 +184,6 @@ def main() -> None:
                     help="Requests/s of the live test (client and server share this CPU).")
     ap.add_argument("--live-slo-ms", type=float, default=100.0,
                     help="SLO of the live test (HTTP and JSON add milliseconds per request).")
-    ap.add_argument("--validate-seconds", type=float, default=8.0,
-                    help="Length of the trace replayed on the server and in the simulator.")
-    ap.add_argument("--validate-rate", type=float, default=40.0,
-                    help="Mean req/s of the validation trace (gamma, CV^2 4).")
     ap.add_argument("--overhead-seconds", type=float, default=4.0,
                     help="Seconds of closed-loop saturation for the overhead measurement.")
     ap.add_argument("--quick", action="store_true")
@@ -136,24 +191,40 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.runs, args.duration, args.live_seconds, args.load = 5, 10.0, 3.0, [0.8]
-        args.validate_seconds, args.overhead_seconds = 2.0, 1.0
+        args.overhead_seconds, args.peer_seconds, args.peer_load = 1.0, 3.0, [0.5, 2.0]
+        args.startups = 1
         args.max_batch = min(args.max_batch, 8)
     out = Path(args.out)
     t_start = time.perf_counter()
+    if args.server_cpu == args.client_cpu:
+        raise SystemExit("--server-cpu and --client-cpu must differ")
+    # Servers (this process, the peer it starts) on one CPU, the load generator on another.
+    os.sched_setaffinity(0, {args.server_cpu})
+    if args.nice:
+        os.nice(args.nice)
+    server_cpus, client_cpus = (args.server_cpu,), (args.client_cpu,)
+    source = Path(args.checkpoint) if args.checkpoint else best_checkpoint()
+    workdir = Path(args.workdir)
+    ckpt = work_copy(source, workdir)
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    log(f"checkpoint {source} (served from the copy {ckpt})")
 
-    # 1-3: deployment, runtime, profile
-    stack = build_stack(StackConfig(
-        checkpoint=args.checkpoint, dataset=args.dataset, test_subset=args.test_subset,
+    # 1-3: deployment, runtime, profile; the executor picked per SubNet (auto), its
+    # sessions built (or loaded from the cache beside the copy) before anything is timed.
+    cfg = StackConfig(
+        checkpoint=str(ckpt), dataset=args.dataset, test_subset=args.test_subset,
         num_subnets=args.num_subnets, max_batch=args.max_batch, profile_runs=args.runs,
-        threads=args.threads, profile=str(out / "serving_profile.json")),
-        log=lambda m: print(m, file=sys.stderr))
+        threads=args.threads, executor="auto")
+    stack = build_stack(cfg, log=log)
+    stack.wait_executor(timeout=1800)
     rt, prof = stack.runtime, stack.profile
+    log("served paths: " + ", ".join(f"{n} {stack.executor.path(n)}" for n in prof.names))
     mem = rt.memory()
     switch = rt.measure_switch_us(rounds=300 if not args.quick else 30)
     with tempfile.TemporaryDirectory() as tmp:
         store = ExtractedModelStore.from_runtime(rt, tmp)
         load_ms = {n: store.measure_load_ms(n, runs=10) for n in rt.names}
-        rss = {k: rss_growth(k, args.checkpoint, store, rt.names)
+        rss = {k: rss_growth(k, str(ckpt), store, rt.names)
                for k in ("subnetact", "separate")}
     print(f"memory {mem['subnetact_bytes']:,} vs {mem['separate_total_bytes']:,} bytes; "
           f"switch {switch['switch_us']:.1f} us; load {load_ms}", file=sys.stderr)
@@ -195,39 +266,99 @@ def main() -> None:
         print(f"live {p}: {s['slo_attainment']:.3f} SLO, {s['mean_acc']:.2f} %",
               file=sys.stderr)
 
-    # 6: server vs simulator on the same trace, and the server's overhead at saturation
-    from weightshare.serve.live import compare_with_simulator, measure_overhead
+    # 6: the server's overhead at saturation
+    from weightshare.serve.live import measure_overhead
 
-    val_spec = (f"gamma:rate={args.validate_rate:g},cv2=4,duration={args.validate_seconds:g},"
-                "seed=3")
-    validation = compare_with_simulator(
-        stack, ["slackfit", "fixed:" + prof.names[-1], "fixed:" + prof.names[0]],
-        make_trace(val_spec), slo_ms=args.live_slo_ms,
-        log=lambda m: print(m, file=sys.stderr))
     overhead = [measure_overhead(stack, n, seconds=args.overhead_seconds, runs=args.runs)
                 for n in dict.fromkeys([prof.most_accurate(), prof.names[0]])]
     for o in overhead:
         print(f"overhead {o['subnet']}: server {o['server_throughput']:.0f} req/s vs raw "
               f"{o['raw_model_throughput']:.0f} img/s ({o['ratio']:.2f}x)", file=sys.stderr)
+
+    # 7: executors, memory, request path
+    import serving_live as sl
+
+    from weightshare.serve.overhead import measure_decode_ms, measure_request_overhead
+
+    executors, memory_by_executor = sl.executors_table(
+        stack, [1, 16], workdir, rounds=3 if args.quick else 5, runs=10 if args.quick else 20)
+    for r in executors:
+        log(f"executor {r['subnet']} b{r['batch']}: torch {r['torch_ms']} ms, onnxruntime "
+            f"{r['onnxruntime_ms']} ms, standalone {r['standalone_ort_ms']} ms")
+    decode = measure_decode_ms(rt.input_shape())
+    req_overhead = measure_request_overhead(rt.input_shape(), rt.num_classes,
+                                            max_batch=prof.max_batch)
+    log(f"decode ms {decode}; overhead model {req_overhead.to_dict()}")
+
+    # 8: the peer, the load generator's ceiling, live_vs_peer, the simulator checked
+    peer_name = prof.most_accurate()
+    peer_acc = prof.acc(peer_name)
+    peer_onnx = workdir / f"peer_{peer_name}.onnx"
+    peer_export = sl.export_subnet(stack, peer_name, peer_onnx)
+    peer_port = sl.free_port()
+    shape = rt.input_shape()
+    with sl.process(sl.peer_cmd(peer_onnx, peer_port, peer_name, peer_acc), server_cpus,
+                    peer_port, workdir / "peer.log") as (peer_url, peer_start_s):
+        peer_seq = sl.sequential_ms(peer_url, shape)
+        peer_cap = sl.capacity(peer_url, shape, client_cpus, seconds=args.overhead_seconds,
+                               concurrency=8)
+        with sl.weightshare_server(stack, "slackfit", 30_000.0, req_overhead) as url:
+            ws_seq = sl.sequential_ms(url, shape)
+        log(f"peer {peer_name} ({peer_acc:.2f} %): {peer_seq:.2f} ms unloaded, capacity "
+            f"{peer_cap['throughput_rps']:.0f} req/s (ready in {peer_start_s:.1f} s); "
+            f"weightshare {ws_seq:.2f} ms unloaded")
+        peer_rps = peer_cap["throughput_rps"]
+        rates = [f * peer_rps for f in args.peer_load]
+        ceiling = sl.loadgen_ceiling(client_cpus, server_cpus, shape, 2 * max(rates),
+                                     seconds=args.overhead_seconds, workdir=workdir)
+        log(f"load generator ceiling: {ceiling}")
+        live_slo = args.peer_slo_ms or max(20.0, round(10 * peer_seq))
+        versus = sl.live_vs_peer(stack, peer_url, rates, [1.0, 8.0], live_slo,
+                                 args.peer_seconds, req_overhead, client_cpus, log)
+    validation = sl.simulate_rows(stack, versus, req_overhead, log)
     stack.close()
 
+    # 9: startup with the saved profile, as a user starts the server
+    startup = sl.startup_times(
+        ckpt, server_cpus, workdir, args.startups,
+        ["--threads", str(args.threads), "--max-batch", str(args.max_batch), "--num-subnets",
+         str(args.num_subnets), "--dataset", args.dataset, "--test-subset",
+         str(args.test_subset), "--executor", "auto"])
+    log(f"startup with the saved profile: {startup['all_starts_s']} s (imports alone "
+        f"{startup['imports_s']} s)")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(stack.profile_path, out / "serving_profile.json")
+
     payload = {
-        "checkpoint": args.checkpoint, "threads": torch.get_num_threads(), "slo_ms": slo_ms,
+        "checkpoint": str(source), "threads": torch.get_num_threads(), "slo_ms": slo_ms,
+        "cpus": {"server": args.server_cpu, "load_generator": args.client_cpu},
+        "niceness": os.nice(0),
         "reference_rps": peak, "live_slo_ms": args.live_slo_ms,
         "deployed": [s.to_dict() for s in prof.subnets],
         "profile": prof.to_dict(), "memory": mem, "rss_growth_bytes": rss,
         "switch": switch, "load_ms": load_ms, "simulation": sims, "live": lives,
-        "validation": {"trace": val_spec, "slo_ms": args.live_slo_ms,
-                       "max_abs_diff_points": max(abs(r["diff_points"]) for r in validation),
-                       "policies": [{"policy": r["policy"], "diff_points": r["diff_points"],
-                                     "server": r["server"], "sim": r["sim"]}
-                                    for r in validation]},
+        "executors": executors, "memory_by_executor": memory_by_executor,
+        "decode_ms": decode, "request_overhead": req_overhead.to_dict(),
+        "startup_s": startup,
+        "peer": {"name": "kserve-onnxruntime", "subnet": peer_name, "acc": peer_acc,
+                 "kserve_version": _version("kserve"), "export": peer_export,
+                 "unloaded_ms": peer_seq, "capacity_rps": peer_rps,
+                 "capacity": peer_cap, "ready_s": round(peer_start_s, 2)},
+        "weightshare_unloaded_ms": ws_seq, "load_generator_ceiling": ceiling,
+        "live_vs_peer": versus,
+        "overhead_validation": {
+            "max_abs_diff_points": max(abs(r["diff_points"]) for r in validation),
+            "max_abs_diff_points_model_only": max(abs(r["diff_points_model_only"])
+                                                  for r in validation),
+            "rows": validation},
         # The issue's headline field: the most accurate SubNet; "per_subnet" has the rest.
         "overhead": {"server_throughput": overhead[0]["server_throughput"],
                      "raw_model_throughput": overhead[0]["raw_model_throughput"],
                      "ratio": overhead[0]["ratio"], "per_subnet": overhead},
         "wall_s": round(time.perf_counter() - t_start, 1),
     }
+    # Kept beside the work copy too, so a failure while formatting loses no measurement.
+    (workdir / "serving_payload.json").write_text(json.dumps(payload, default=str))
     rows = [[s.name, f"{s.macs / 1e6:.1f} M", s.acc, prof.latency_ms(s.name, 1, "median"),
              prof.latency_ms(s.name, prof.max_batch, "median"), load_ms[s.name]]
             for s in prof.subnets]
@@ -256,27 +387,76 @@ def main() -> None:
         [[r["policy"], r["requests"], r["slo_attainment"], r["mean_acc"], r["p50_ms"],
           r["p99_ms"], r["dropped"] + r["late"]] for r in lives])
     table += "\n" + markdown_table(
-        ["server vs simulator", "server SLO attainment", "simulator SLO attainment",
-         "difference (points)", "server mean acc %", "simulator mean acc %"],
-        [[r["policy"], r["server"]["slo_attainment"], r["sim"]["slo_attainment"],
-          r["diff_points"], r["server"]["mean_acc"], r["sim"]["mean_acc"]]
-         for r in validation])
-    table += "\n" + markdown_table(
         ["overhead (SubNet)", "server at saturation req/s", "raw batched img/s", "batch",
          "ratio", "server mean batch"],
         [[o["subnet"], o["server_throughput"], o["raw_model_throughput"], o["raw_batch"],
           o["ratio"], o["server_mean_batch"]] for o in overhead])
+    table += "\n" + markdown_table(
+        ["SubNet", "batch", "torch executor ms", "onnxruntime executor ms",
+         "standalone onnxruntime ms", "onnxruntime / standalone"],
+        [[r["subnet"], r["batch"], r["torch_ms"], r["onnxruntime_ms"], r["standalone_ort_ms"],
+          r["onnxruntime_over_standalone"]] for r in executors])
+    m = memory_by_executor
+    table += "\n" + markdown_table(
+        ["bytes held", "torch executor", "onnxruntime executor", "separate models",
+         "separate / torch"],
+        [[f"{len(prof.subnets)} SubNets", m["torch"], m["onnxruntime"], m["separate_models"],
+          m["separate_over_torch"]]])
+    ov = req_overhead
+    table += "\n" + markdown_table(
+        ["request path (batch-1 JSON request)", "ms"],
+        [["decode: json + torch.tensor (before)", decode["json"]],
+         ["decode: orjson + numpy (now)", decode["orjson"]],
+         ["decode: binary tensor extension", decode["binary"]],
+         ["overhead model: http (routing, handler)", ov.http_ms],
+         ["overhead model: hand-off (queue + reply)", ov.handoff_ms],
+         ["overhead model: encode", ov.encode_ms],
+         ["overhead model: per batch + per image", f"{ov.batch_ms:.4f} + {ov.item_ms:.4f}"],
+         ["peer unloaded (KServe + onnxruntime)", peer_seq],
+         ["weightshare unloaded (SlackFit)", ws_seq]])
+    table += "\n" + markdown_table(
+        ["rate req/s", "CV^2", "SLO ms", "SlackFit SLO", "peer SLO", "SlackFit / peer",
+         "SlackFit acc %", "peer acc %", "SlackFit p99 ms", "peer p99 ms"],
+        [[r["rate"], r["cv2"], r["slo_ms"], r["slackfit"]["slo_attainment"],
+          r["peer"]["slo_attainment"],
+          r["slackfit"]["slo_attainment"] / max(1e-9, r["peer"]["slo_attainment"]),
+          r["slackfit"]["mean_acc"], r["peer"]["mean_acc"], r["slackfit"]["p99_ms"],
+          r["peer"]["p99_ms"]] for r in versus])
+    table += "\n" + markdown_table(
+        ["trace", "server SLO", "simulator + overhead", "diff (points)", "simulator, model only",
+         "diff (points)"],
+        [[r["trace"].split(",duration")[0], r["server"]["slo_attainment"],
+          r["sim_with_overhead"]["slo_attainment"], r["diff_points"],
+          r["sim_model_only"]["slo_attainment"], r["diff_points_model_only"]]
+         for r in validation])
+    table += "\n" + markdown_table(
+        ["startup", "s"],
+        [["weightshare serve, saved profile, until ready (best of "
+          f"{len(startup['all_starts_s'])})", startup["saved_profile"]],
+         ["  of which importing torch, fastapi, onnxruntime, uvicorn (measured apart)",
+          startup["imports_s"]],
+         ["KServe peer until ready", round(peer_start_s, 2)]])
     notes = (f"Simulated SLO {slo_ms} ms ({args.slo_factor}x the largest SubNet's batch-1 "
              f"latency); trace rates are {args.load} x the rate the largest SubNet sustains "
              f"within it ({peak:.0f} req/s). Simulated batches take the profiled median; "
              "policies plan with the p99. Live: the real server and load generator in one "
              f"process on this CPU, {args.live_rate:g} req/s, SLO {args.live_slo_ms:g} ms. "
              "Load-from-disk times are with a warm page cache. "
-             f"Validation: {val_spec} with SLO {args.live_slo_ms:g} ms on the server (load "
-             "generator in its own process) and in the simulator (same profile, queue bound). "
              "Overhead: closed-loop single-image requests at concurrency 2 x max batch, "
              "fixed SubNet, vs the same SubNet called directly at the max batch; the "
-             "client runs on the same cores.")
+             "client runs on the same cores. "
+             f"Peer: {peer_name} ({peer_acc:.2f} %) exported to ONNX behind KServe "
+             f"{_version('kserve')}'s ModelServer with onnxruntime {_version('onnxruntime')} "
+             f"(benchmarks/kserve_peer.py, one worker, batch 1, 1 thread), capacity "
+             f"{peer_rps:.0f} req/s (closed loop, 8 connections). Both servers on CPU "
+             f"{args.server_cpu}, the load generator on CPU {args.client_cpu} (its ceiling "
+             f"against an instant responder: {ceiling['closed_loop_rps']:.0f} req/s closed "
+             f"loop; open loop at {2 * max(rates):.0f} req/s it sent with a p99 lag of "
+             f"{ceiling['open_loop_send_lag_p99_ms']:.2f} ms). live_vs_peer: gamma traces of "
+             f"{args.peer_seconds:g} s at {args.peer_load} x the peer's capacity, SLO "
+             f"{live_slo:g} ms, SlackFit (executor auto) planning with the overhead model "
+             "measured at its start, each trace on both back to back. The simulator rows "
+             "replay those same traces with the same profile.")
     write_results("serving", payload, table, out, title="SuperServe on CPU", notes=notes)
     try:
         import matplotlib
@@ -297,6 +477,22 @@ def main() -> None:
             ax.set_xlabel("mean served accuracy %")
         axes[0].set_ylabel("SLO attainment %")
         save_plot(fig, out / "serving.png")
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
+        for ax, cv2 in zip(axes, (1.0, 8.0), strict=True):
+            rs = [r for r in versus if r["cv2"] == cv2]
+            x = [r["rate"] for r in rs]
+            for who, style in (("slackfit", "o-"), ("peer", "s--")):
+                ax.plot(x, [100 * r[who]["slo_attainment"] for r in rs], style,
+                        label="SlackFit (weightshare)" if who == "slackfit"
+                        else "KServe + onnxruntime")
+            ax.plot(x, [100 * r["sim_with_overhead"]["slo_attainment"] for r in validation
+                        if r["cv2"] == cv2], ":", color="gray", label="simulator + overhead")
+            ax.set_title(f"gamma CV^2 {cv2:g}, SLO {live_slo:g} ms", fontsize=8)
+            ax.set_xlabel("offered load req/s")
+        axes[0].set_ylabel("SLO attainment %")
+        axes[0].legend(fontsize=7)
+        save_plot(fig, out / "serving_peer.png")
     except ImportError:
         pass
     print(f"wrote {out / 'serving.md'} in {time.perf_counter() - t_start:.0f} s",
