@@ -267,7 +267,7 @@ def main() -> None:
               file=sys.stderr)
 
     # 6: the server's overhead at saturation
-    from weightshare.serve.live import measure_overhead
+    from weightshare.experiments.comparisons import measure_overhead
 
     overhead = [measure_overhead(stack, n, seconds=args.overhead_seconds, runs=args.runs)
                 for n in dict.fromkeys([prof.most_accurate(), prof.names[0]])]

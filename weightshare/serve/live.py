@@ -20,23 +20,6 @@ from .traces import Trace
 
 __all__ = ["replay", "started_server"]
 
-# Moved to weightshare.experiments; served from here for one transition only (the
-# layering test allows nothing from serve to experiments once this is gone).
-_MOVED = {"compare_with_simulator": "comparisons", "measure_overhead": "comparisons",
-          "raw_throughput": "comparisons", "DemoConfig": "serving_demo",
-          "demo_serving": "serving_demo", "demo_settings": "serving_demo",
-          "format_demo_table": "serving_demo", "serving_demo": "serving_demo",
-          "write_deploy_file": "serving_demo"}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module(f"weightshare.experiments.{_MOVED[name]}"), name)
-    raise AttributeError(name)
-
-
 def started_server(stack: Any, policy: str, *, slo_ms: float, queue_capacity: int = 1024,
                    token: str | None = None, backend: Any = None) -> Any:
     """A `ServerThread` (not yet started) serving `stack` with a fresh worker for `policy`.
