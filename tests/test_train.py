@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from weightshare.checkpoint import load_checkpoint
-from weightshare.train import TrainConfig, train
+from weightshare.train import TrainConfig, method_names, train
 from weightshare.train.loop import planned_train_macs
 
 TINY_NET = {"width_mult": 0.25, "kernel_choices": [3, 5], "feature_dim": 32,
@@ -33,7 +33,7 @@ def tiny_config(tmp: Path, **kw) -> TrainConfig:
     return TrainConfig(**base)
 
 
-@pytest.mark.parametrize("method", ["deps", "ofa", "bignas", "compofa", "full"])
+@pytest.mark.parametrize("method", method_names())  # every registered method
 def test_every_method_trains_and_evaluates(method, tmp_path):
     res = train(tiny_config(tmp_path / method, method=method))
     s = res.summary

@@ -7,12 +7,16 @@ are not None are applied on top, in that order. The dataclass validates.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-__all__ = ["list_presets", "load_options", "parse_overrides", "parse_value"]
+from .errors import ConfigError
+
+__all__ = ["check_options", "list_presets", "load_options", "parse_overrides", "parse_value"]
 
 
 def parse_value(text: str) -> Any:
@@ -38,9 +42,18 @@ def parse_overrides(items: list[str] | None, what: str = "override") -> dict[str
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"{what} expects KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{what} expects KEY=VALUE, got {item!r}")
         out[key.strip()] = parse_value(value)
     return out
+
+
+def check_options(cls: type, data: Mapping[str, Any], what: str,
+                  error: type[Exception] = ConfigError) -> None:
+    """Raise `error` naming the keys of `data` that are no field of dataclass `cls`."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise error(f"unknown {what} option(s) {sorted(unknown)}; known: {sorted(names)}")
 
 
 def list_presets(folder: Path) -> list[str]:
@@ -56,13 +69,13 @@ def load_options(preset: str | Path | None, folder: Path, what: str,
         if not path.suffix:
             path = folder / f"{preset}.yaml"
         if not path.is_file():
-            raise ValueError(f"no {what} preset {preset!r}; presets: {list_presets(folder)}")
+            raise ConfigError(f"no {what} preset {preset!r}; presets: {list_presets(folder)}")
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise ValueError(f"{path} is not valid YAML: {err}") from None
+            raise ConfigError(f"{path} is not valid YAML: {err}") from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path} must hold a mapping of options")
+            raise ConfigError(f"{path} must hold a mapping of options")
     data.update(parse_overrides(overrides))
     data.update({k: v for k, v in kwargs.items() if v is not None})
     return data

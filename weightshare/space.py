@@ -20,6 +20,8 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
+from .errors import ConfigError
+
 __all__ = ["SubnetConfig", "SearchSpace"]
 
 
@@ -53,7 +55,7 @@ class SubnetConfig:
         object.__setattr__(self, "expands", tuple(_num(e) for e in self.expands))
         object.__setattr__(self, "widths", tuple(_num(w) for w in self.widths))
         if len(self.expands) != sum(self.depths) or len(self.kernels) != sum(self.depths):
-            raise ValueError(
+            raise ConfigError(
                 f"SubnetConfig needs one expand and one kernel per active block: depths "
                 f"{list(self.depths)} make {sum(self.depths)} blocks, got {len(self.expands)} "
                 f"expands and {len(self.kernels)} kernels"
@@ -85,16 +87,16 @@ class SubnetConfig:
     @classmethod
     def from_dict(cls, data: dict) -> SubnetConfig:
         if not isinstance(data, dict):
-            raise ValueError(f"a SubnetConfig is a JSON object, got {type(data).__name__}")
+            raise ConfigError(f"a SubnetConfig is a JSON object, got {type(data).__name__}")
         known = {"depths", "expands", "kernels", "widths", "resolution"}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"unknown SubnetConfig field(s) {sorted(unknown)}; allowed: {sorted(known)}"
             )
         missing = {"depths", "expands", "kernels"} - set(data)
         if missing:
-            raise ValueError(f"SubnetConfig is missing field(s) {sorted(missing)}")
+            raise ConfigError(f"SubnetConfig is missing field(s) {sorted(missing)}")
         return cls(
             depths=tuple(int(d) for d in data["depths"]),
             expands=tuple(data["expands"]),
@@ -108,7 +110,7 @@ class SubnetConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"not valid SubnetConfig JSON: {err}") from None
+            raise ConfigError(f"not valid SubnetConfig JSON: {err}") from None
         return cls.from_dict(data)
 
 
@@ -142,9 +144,9 @@ class SearchSpace:
             self, "resolution_choices", tuple(sorted(int(r) for r in self.resolution_choices))
         )
         if self.num_units < 1 or not self.depth_choices or min(self.depth_choices) < 1:
-            raise ValueError("a SearchSpace needs >= 1 unit and depth choices >= 1")
+            raise ConfigError("a SearchSpace needs >= 1 unit and depth choices >= 1")
         if not self.expand_choices or not self.kernel_choices:
-            raise ValueError("a SearchSpace needs at least one expand and one kernel choice")
+            raise ConfigError("a SearchSpace needs at least one expand and one kernel choice")
         bounds = [len(self.depth_choices)] * self.num_units
         bounds += [len(self.expand_choices)] * self.max_blocks
         bounds += [len(self.kernel_choices)] * self.max_blocks
@@ -228,13 +230,13 @@ class SearchSpace:
 
     def _check(self, cfg: SubnetConfig) -> None:
         if not isinstance(cfg, SubnetConfig):
-            raise ValueError(f"expected a SubnetConfig, got {type(cfg).__name__}")
+            raise ConfigError(f"expected a SubnetConfig, got {type(cfg).__name__}")
         if len(cfg.depths) != self.num_units:
-            raise ValueError(
+            raise ConfigError(
                 f"depths has {len(cfg.depths)} values, this space has {self.num_units} units"
             )
         if self.width_choices and len(cfg.widths) != self.num_units:
-            raise ValueError(
+            raise ConfigError(
                 f"widths has {len(cfg.widths)} values, this space needs one per unit "
                 f"({self.num_units}) from {list(self.width_choices)}"
             )
@@ -246,19 +248,19 @@ class SearchSpace:
         ):
             for i, v in enumerate(values):
                 if v not in allowed:
-                    raise ValueError(
+                    raise ConfigError(
                         f"{field_name}[{i}]={v} is not allowed; allowed {label}: {list(allowed)}"
                     )
         if cfg.widths and not self.width_choices:
-            raise ValueError("widths must be empty: width is not elastic in this space")
+            raise ConfigError("widths must be empty: width is not elastic in this space")
         if self.resolution_choices:
             if cfg.resolution is not None and cfg.resolution not in self.resolution_choices:
-                raise ValueError(
+                raise ConfigError(
                     f"resolution={cfg.resolution} is not allowed; allowed resolutions: "
                     f"{list(self.resolution_choices)}"
                 )
         elif cfg.resolution not in (None, self.default_resolution):
-            raise ValueError(
+            raise ConfigError(
                 f"resolution={cfg.resolution} is not allowed; this space runs at "
                 f"{self.default_resolution} only (leave resolution out)"
             )
@@ -307,7 +309,7 @@ class SearchSpace:
     def enumerate(self, limit: int = 1_000_000) -> Iterator[SubnetConfig]:
         """Every SubNet, for spaces small enough to list (e.g. CompOFA-coupled ones)."""
         if self.size() > limit:
-            raise ValueError(f"space has {self.size():,} SubNets, more than limit={limit:,}")
+            raise ConfigError(f"space has {self.size():,} SubNets, more than limit={limit:,}")
         import itertools
 
         unit_options: list[list[tuple[int, tuple[float, ...], tuple[int, ...], float | None]]] = []
@@ -357,11 +359,11 @@ class SearchSpace:
 
     def from_genome(self, genome: Sequence[int]) -> SubnetConfig:
         if len(genome) != len(self._genome_bounds):
-            raise ValueError(f"genome has {len(genome)} genes, expected {len(self._genome_bounds)}")
+            raise ConfigError(f"genome has {len(genome)} genes, expected {len(self._genome_bounds)}")
         g = [int(x) for x in genome]
         for i, (x, b) in enumerate(zip(g, self._genome_bounds, strict=True)):
             if not 0 <= x < b:
-                raise ValueError(f"gene {i}={x} out of range [0, {b})")
+                raise ConfigError(f"gene {i}={x} out of range [0, {b})")
         n, md, mb = self.num_units, self.max_depth, self.max_blocks
         depths = tuple(self.depth_choices[x] for x in g[:n])
         expands, kernels = [], []

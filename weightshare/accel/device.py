@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from ..registry import Registry
+
 __all__ = ["Device", "DEVICES", "get_device", "list_devices", "register_device"]
 
 
@@ -65,25 +67,20 @@ class Device:
                 + weight_bytes * self.onchip_pj_per_byte)
 
 
-DEVICES: dict[str, Device] = {}
+DEVICES: Registry[Device] = Registry("device")
 
 
 def register_device(device: Device) -> Device:
-    if device.name in DEVICES:
-        raise ValueError(f"device {device.name!r} is already registered")
-    DEVICES[device.name] = device
-    return device
+    return DEVICES.add(device.name, device)
 
 
 def list_devices() -> list[str]:
-    return sorted(DEVICES)
+    return DEVICES.names()
 
 
 def get_device(name: str, buffer_kb: float | None = None) -> Device:
     """A preset by name, optionally with another on-chip buffer size (KiB)."""
-    if name not in DEVICES:
-        raise ValueError(f"unknown device {name!r}; presets: {', '.join(list_devices())}")
-    dev = DEVICES[name]
+    dev = DEVICES.get(name)
     return dev.with_buffer_kb(buffer_kb) if buffer_kb is not None else dev
 
 

@@ -4,7 +4,7 @@ Adding a command
 ----------------
 Write a function decorated with ``@app.command()`` whose docstring says what it
 does and ends with an ``Example:`` paragraph (see the existing commands). Reuse
-the option aliases below (`SupernetOpt`, `SetOpt`, `SubnetOpt`, `JsonOpt`, ...)
+the option aliases below (`SupernetOpt`, `SetOpt`, `SubnetOpt`, `JsonOpt`, `DataDirOpt`, ...)
 and the helpers (`build_supernet`, `parse_subnet`, `emit_json`, `fmt_count`).
 A group of commands is a second Typer added to the root::
 
@@ -13,11 +13,13 @@ A group of commands is a second Typer added to the root::
 
 Errors
 ------
-Commands do not catch errors. Mistakes a user can cause surface as ValueError,
-FileNotFoundError (and friends), CheckpointError, DatasetError or ExportError;
-`_Group.invoke`, the one place that handles them, prints ``error: <message>``
-to stderr and exits with code 2, without a traceback. Anything else is a bug
-and keeps its traceback. A new library error derives from `weightshare.errors.WeightshareError`.
+Commands do not catch errors. Mistakes a user can cause surface as a
+`weightshare.errors.WeightshareError` (CheckpointError, DatasetError, ConfigError,
+...) or one of the built-ins in `weightshare.errors.USER_ERRORS` (ValueError,
+FileNotFoundError and friends); `_Group.invoke`, the one place that handles them,
+prints ``error: <message>`` to stderr and exits with code 2, without a traceback.
+Anything else is a bug and keeps its traceback. A new library error derives from
+`WeightshareError`.
 
 Output
 ------
@@ -40,6 +42,7 @@ import typer
 from typer.core import TyperGroup
 
 from .. import __version__
+from ..errors import USER_ERRORS
 from ..space import SearchSpace, SubnetConfig
 
 if TYPE_CHECKING:
@@ -58,23 +61,10 @@ __all__ = [
 
 DEFAULT_SUPERNET = "ofa_mbv3_small"
 
-# Exceptions that mean "the user asked for something wrong", by dotted name so this
-# module need not import torch to know them: the built-ins bad arguments and files
-# raise, and `weightshare.errors.WeightshareError`, the base of every library error.
-USER_ERRORS: list[str] = [
-    "builtins.ValueError",
-    "builtins.FileNotFoundError",
-    "builtins.FileExistsError",
-    "builtins.IsADirectoryError",
-    "builtins.NotADirectoryError",
-    "builtins.PermissionError",
-    "weightshare.errors.WeightshareError",
-]
-
-
 def _is_user_error(err: BaseException) -> bool:
-    names = {f"{c.__module__}.{c.__qualname__}" for c in type(err).__mro__}
-    return not names.isdisjoint(USER_ERRORS)
+    # one base class (weightshare.errors, which imports nothing heavy) and the built-ins
+    # bad values and files raise; anything else is a bug and keeps its traceback
+    return isinstance(err, USER_ERRORS)
 
 
 def _error_message(err: BaseException) -> str:
@@ -154,8 +144,9 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--set", metavar="KEY=VALUE",
-        help="Override a SuperNet constructor argument; repeatable. VALUE is read as JSON "
-        "when it parses (0.5, [3,5], true), else as a string.",
+        help="Override a SuperNet constructor argument; repeatable. VALUE is read as YAML, "
+        "as every --set and preset (0.5, [3,5], true, {a: 1}); text YAML cannot read stays a "
+        "string.",
     ),
 ]
 SubnetOpt = Annotated[
@@ -176,6 +167,12 @@ ExporterOpt = Annotated[
     ),
 ]
 OpsetOpt = Annotated[int, typer.Option("--opset", min=7, help="ONNX opset version.")]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", metavar="DIR",
+                 help="Dataset folder (default: the dataset's usual place; for Fashion-MNIST the "
+                 "system copy or $WEIGHTSHARE_DATA)."),
+]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -436,12 +433,7 @@ def export(
 
 @app.command()
 def demo(
-    data_dir: Annotated[
-        Path | None,
-        typer.Option("--data-dir", metavar="DIR",
-                     help="Folder with the Fashion-MNIST IDX files (default: the system copy "
-                     "or $WEIGHTSHARE_DATA)."),
-    ] = None,
+    data_dir: DataDirOpt = None,
     out: Annotated[
         Path, typer.Option("--out", metavar="DIR", help="Where to write the run and ONNX.")
     ] = Path("demo_out"),
@@ -501,9 +493,7 @@ def train(
         Path | None, typer.Option("--out", "-o", metavar="DIR",
                                   help="Run folder (checkpoint.pt, log.jsonl, results.json).")
     ] = None,
-    data_dir: Annotated[
-        Path | None, typer.Option("--data-dir", metavar="DIR", help="Dataset folder.")
-    ] = None,
+    data_dir: DataDirOpt = None,
     device: Annotated[
         str | None, typer.Option("--device", help="auto | cpu | cuda | cuda:N.")
     ] = None,
@@ -577,7 +567,7 @@ def evaluate(
         str | None, typer.Option("--dataset", help="Dataset name (default: the one the "
                                  "checkpoint was trained on, with its calib split).")
     ] = None,
-    data_dir: Annotated[Path | None, typer.Option("--data-dir", metavar="DIR")] = None,
+    data_dir: DataDirOpt = None,
     save: Annotated[
         bool, typer.Option("--save/--no-save",
                            help="Store the recalibrated BN statistics back in the checkpoint.")

@@ -11,6 +11,7 @@ import typer
 
 from .core import (
     DEFAULT_SUPERNET,
+    DataDirOpt,
     JsonOpt,
     SeedOpt,
     SetOpt,
@@ -69,8 +70,6 @@ ReplyTimeoutOpt = Annotated[float, typer.Option(
     "--reply-timeout", min=1.0, help="Seconds a round waits for replies (a node that "
     "disconnects is given up on within seconds).")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", help="fashion-mnist, cifar10, imagefolder.")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR",
-                                                 help="Dataset folder (default: the built-in).")]
 
 
 @app.command("fed")

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .core import JsonOpt, app, emit_json, fmt_count
+from .core import DataDirOpt, JsonOpt, app, emit_json, fmt_count
 
 quant_app = typer.Typer(
     help="nablaQDARTS: search cell architecture and per-layer bit widths together, retrain "
@@ -21,9 +21,6 @@ PresetOpt = Annotated[
                       help="Quant preset (tiny, small, full) or a YAML file.")
 ]
 OutOpt = Annotated[Path, typer.Option("--out", "-o", metavar="DIR", help="Run folder.")]
-DataDirOpt = Annotated[
-    Path | None, typer.Option("--data-dir", metavar="DIR", help="Dataset folder.")
-]
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue the run in --out from its last checkpoint.")
 ]

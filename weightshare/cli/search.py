@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     pass
 
 from .core import (
+    DataDirOpt,
     JsonOpt,
     SeedOpt,
     app,
@@ -39,7 +40,6 @@ DatasetNameOpt = Annotated[
     str | None,
     typer.Option("--dataset", help="Dataset name (default: the one the checkpoint was trained on)."),
 ]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR", help="Dataset folder.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu | cuda | cuda:N.")]
 ThreadsOpt = Annotated[
     int | None, typer.Option("--threads", min=1, help="torch CPU threads (default: torch's).")

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     pass
 
 from .core import (
+    DataDirOpt,
     JsonOpt,
     SeedOpt,
     app,
@@ -52,8 +53,6 @@ ServeDatasetOpt = Annotated[
     str, typer.Option("--dataset", help="Dataset for BN recalibration and test accuracy of "
                       "SubNets the checkpoint lacks them for.")
 ]
-ServeDataDirOpt = Annotated[Path | None, typer.Option("--data-dir", metavar="DIR",
-                                                 help="Dataset folder.")]
 ServeTestSubsetOpt = Annotated[
     int | None, typer.Option("--test-subset", min=1, help="Test images used for accuracy.")
 ]
@@ -122,7 +121,7 @@ def serve(
     deploy: ServeDeployOpt = None,
     num_subnets: ServeNumSubnetsOpt = 6,
     dataset: ServeDatasetOpt = "fashion-mnist",
-    data_dir: ServeDataDirOpt = None,
+    data_dir: DataDirOpt = None,
     test_subset: ServeTestSubsetOpt = None,
     profile: ServeProfileOpt = None,
     max_batch: ServeMaxBatchOpt = 32,
@@ -251,7 +250,7 @@ def serve_profile(
     deploy: ServeDeployOpt = None,
     num_subnets: ServeNumSubnetsOpt = 6,
     dataset: ServeDatasetOpt = "fashion-mnist",
-    data_dir: ServeDataDirOpt = None,
+    data_dir: DataDirOpt = None,
     test_subset: ServeTestSubsetOpt = None,
     profile: ServeProfileOpt = None,
     max_batch: ServeMaxBatchOpt = 32,
@@ -366,7 +365,7 @@ def serve_runtime(
     deploy: ServeDeployOpt = None,
     num_subnets: ServeNumSubnetsOpt = 6,
     dataset: ServeDatasetOpt = "fashion-mnist",
-    data_dir: ServeDataDirOpt = None,
+    data_dir: DataDirOpt = None,
     test_subset: ServeTestSubsetOpt = None,
     profile: ServeProfileOpt = None,
     max_batch: ServeMaxBatchOpt = 32,

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from ..registry import Registry
 from .containers import Dataset, DatasetError, ImageSet, RawDataset
 from .seeds import TAG_CALIB, TAG_TEST_SUBSET, TAG_TRAIN_SUBSET, mix
@@ -92,7 +93,7 @@ def load_dataset(
     if calib_size is None:
         calib_size = min(_DEFAULT_CALIB_SIZE, n // 10)
     if not 0 <= calib_size < n:
-        raise ValueError(
+        raise ConfigError(
             f"calib_size={calib_size} must be in [0, {n}) for {key!r} ({n} training images)"
         )
     perm = np.random.default_rng(mix(seed, TAG_CALIB)).permutation(n)
@@ -131,7 +132,7 @@ def _subsample(idx: np.ndarray, size: int | None, seed: int, what: str) -> np.nd
     if size is None or size >= len(idx):
         return idx
     if size < 1:
-        raise ValueError(f"{what} must be >= 1, got {size}")
+        raise ConfigError(f"{what} must be >= 1, got {size}")
     chosen = np.random.default_rng(seed).choice(len(idx), size=size, replace=False)
     return idx[np.sort(chosen)]
 

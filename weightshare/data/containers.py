@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import WeightshareError
+from ..errors import ConfigError, WeightshareError
 
 __all__ = ["DataWarning", "Dataset", "DatasetError", "FileSet", "ImageSet", "RawDataset", "StreamSettings"]
 
@@ -44,16 +44,16 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
-            raise ValueError(
+            raise ConfigError(
                 f"images must be uint8 (N, C, H, W), got {self.images.dtype} "
                 f"{tuple(self.images.shape)}"
             )
         if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"labels must be int64 (N,), got {self.labels.dtype} {tuple(self.labels.shape)}"
             )
         if len(self.images) != len(self.labels):
-            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+            raise ConfigError(f"{len(self.images)} images but {len(self.labels)} labels")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -94,16 +94,16 @@ class StreamSettings:
 
     def __post_init__(self) -> None:
         if self.workers < 0 or self.prefetch < 1 or self.max_bad < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"need workers >= 0, prefetch >= 1, max_bad >= 1; got {self.workers}, "
                 f"{self.prefetch}, {self.max_bad}"
             )
         if not 0.0 < self.min_scale <= self.max_scale <= 1.0:
-            raise ValueError(
+            raise ConfigError(
                 f"need 0 < min_scale <= max_scale <= 1, got {self.min_scale}, {self.max_scale}"
             )
         if not 0.0 < self.eval_crop <= 1.0:
-            raise ValueError(f"eval_crop must be in (0, 1], got {self.eval_crop}")
+            raise ConfigError(f"eval_crop must be in (0, 1], got {self.eval_crop}")
 
 
 # eq=False: the path and label arrays make a generated __eq__ ambiguous.
@@ -123,13 +123,13 @@ class FileSet:
 
     def __post_init__(self) -> None:
         if self.labels.dtype != torch.int64 or self.labels.dim() != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"labels must be int64 (N,), got {self.labels.dtype} {tuple(self.labels.shape)}"
             )
         if len(self.paths) != len(self.labels):
-            raise ValueError(f"{len(self.paths)} paths but {len(self.labels)} labels")
+            raise ConfigError(f"{len(self.paths)} paths but {len(self.labels)} labels")
         if self.channels not in (1, 3) or self.size < 1:
-            raise ValueError(f"need channels in (1, 3) and size >= 1, got {self.channels}, "
+            raise ConfigError(f"need channels in (1, 3) and size >= 1, got {self.channels}, "
                              f"{self.size}")
 
     @classmethod

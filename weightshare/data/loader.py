@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from .containers import Dataset, FileSet, ImageSet
 from .seeds import TAG_AUGMENT, TAG_SHUFFLE, mix
 from .transforms import normalize, random_crop, random_hflip, resize
@@ -49,9 +50,9 @@ def shard_size(n: int, *, train: bool, rank: int, world_size: int) -> int:
 
 def check_loader_args(batch_size: int, rank: int, world_size: int) -> None:
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(
+        raise ConfigError(
             f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}"
         )
 
@@ -92,7 +93,7 @@ class EpochBatches:
         self.epoch = 0
         self.start_batch = 0
         if self.drop_last and len(self) == 0:
-            raise ValueError(
+            raise ConfigError(
                 f"{self._shard_size()} samples per rank is less than batch_size={batch_size} "
                 "with drop_last: the loader would yield nothing"
             )
@@ -100,7 +101,7 @@ class EpochBatches:
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch (and so the shuffle and augmentation) and where iteration starts."""
         if epoch < 0 or start_batch < 0:
-            raise ValueError(f"epoch and start_batch must be >= 0, got {epoch}, {start_batch}")
+            raise ConfigError(f"epoch and start_batch must be >= 0, got {epoch}, {start_batch}")
         self.epoch = epoch
         self.start_batch = start_batch
 

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import ConfigError
+
 __all__ = [
     "Box",
     "center_crop_box",
@@ -64,7 +66,7 @@ def random_crop(x: Tensor, padding: int, generator: torch.Generator | None = Non
     generator gives the same crops whatever device the batch is on.
     """
     if padding < 0:
-        raise ValueError(f"padding must be >= 0, got {padding}")
+        raise ConfigError(f"padding must be >= 0, got {padding}")
     if padding == 0:
         return x
     b, _, h, w = x.shape
@@ -152,7 +154,7 @@ def center_crop_box(height: int, width: int, crop_fraction: float = 0.875) -> Bo
     cuts out of a ``height`` x ``width`` image, in its own pixels: a centred square of
     side ``crop_fraction * min(height, width)``."""
     if not 0.0 < crop_fraction <= 1.0:
-        raise ValueError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
+        raise ConfigError(f"crop_fraction must be in (0, 1], got {crop_fraction}")
     side = max(1, round(min(height, width) * crop_fraction))
     return (height - side) // 2, (width - side) // 2, side, side
 
@@ -170,7 +172,7 @@ def crop_resize(image: Tensor, box: Box, size: int) -> Tensor:
     top, left, h, w = box
     if h < 1 or w < 1 or top < 0 or left < 0 or top + h > image.shape[0] \
             or left + w > image.shape[1]:
-        raise ValueError(f"box {box} outside a {tuple(image.shape[:2])} image")
+        raise ConfigError(f"box {box} outside a {tuple(image.shape[:2])} image")
     # (1, C, h, w) as a channels-last view of the HWC pixels: no copy before the kernel.
     crop = image[top : top + h, left : left + w].permute(2, 0, 1).unsqueeze(0)
     if (h, w) == (size, size):

@@ -17,8 +17,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..nn import ElasticBatchNorm2d, NormContext
 from ..nn.blocks import permute_tensor_
+from ..registry import Registry
 from ..space import SearchSpace, SubnetConfig
 
 __all__ = [
@@ -168,7 +170,14 @@ class SuperNet(nn.Module, ABC):
 
 
 # ------------------------------------------------------------------- registry
-_REGISTRY: dict[str, tuple[type[SuperNet], dict[str, Any], str]] = {}
+@dataclass(frozen=True)
+class _Entry:
+    cls: type[SuperNet]
+    defaults: dict[str, Any]
+    description: str
+
+
+_REGISTRY: Registry[_Entry] = Registry("SuperNet")
 
 
 def register_supernet(name: str, defaults: dict[str, Any] | None = None,
@@ -180,21 +189,19 @@ def register_supernet(name: str, defaults: dict[str, Any] | None = None,
     """
 
     def deco(cls: type[SuperNet]) -> type[SuperNet]:
-        if name in _REGISTRY:
-            raise ValueError(f"SuperNet {name!r} is already registered")
-        _REGISTRY[name] = (cls, dict(defaults or {}), description)
+        _REGISTRY.add(name, _Entry(cls, dict(defaults or {}), description))
         return cls
 
     return deco
 
 
 def list_supernets() -> list[str]:
-    return sorted(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def supernet_defaults(name: str) -> dict[str, Any]:
-    _lookup(name)
-    cls, defaults, _ = _REGISTRY[name]
+    entry = _REGISTRY.get(name)
+    cls, defaults = entry.cls, entry.defaults
     params = inspect.signature(cls.__init__).parameters
     full = {k: p.default for k, p in params.items()
             if k != "self" and p.default is not inspect.Parameter.empty}
@@ -203,23 +210,16 @@ def supernet_defaults(name: str) -> dict[str, Any]:
 
 
 def supernet_description(name: str) -> str:
-    _lookup(name)
-    return _REGISTRY[name][2]
-
-
-def _lookup(name: str) -> None:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown SuperNet {name!r}; registered: {', '.join(list_supernets())}")
+    return _REGISTRY.get(name).description
 
 
 def create_supernet(name: str, **kwargs: Any) -> SuperNet:
     """Build a registered SuperNet; `kwargs` override its defaults (see `supernet_defaults`)."""
-    _lookup(name)
-    cls, _, _ = _REGISTRY[name]
+    cls = _REGISTRY.get(name).cls
     config = supernet_defaults(name)
     unknown = set(kwargs) - set(config)
     if unknown:
-        raise ValueError(
+        raise ConfigError(
             f"unknown argument(s) {sorted(unknown)} for SuperNet {name!r}; "
             f"allowed: {sorted(config)}"
         )

@@ -11,12 +11,14 @@ of the largest kernel passed through learned per-layer transforms (OFA).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..registry import Registry
 
 __all__ = [
     "make_divisible",
@@ -39,22 +41,19 @@ def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> 
     return new_v
 
 
-# A registry of activations by name: blocks are described by data, not class choice.
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "hswish": nn.Hardswish,
-    "hsigmoid": nn.Hardsigmoid,
-    "identity": nn.Identity,
-}
+# Activations by name (blocks are described by data, not class choice): the module
+# and the function of each, registered together so the two cannot disagree.
+ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
+_ACT_FNS: Registry[Callable[[Tensor], Tensor]] = Registry("activation")
+for _name, _module, _fn in (("relu", nn.ReLU, F.relu), ("hswish", nn.Hardswish, F.hardswish),
+                            ("hsigmoid", nn.Hardsigmoid, F.hardsigmoid),
+                            ("identity", nn.Identity, lambda x: x)):
+    ACTIVATIONS.add(_name, _module)
+    _ACT_FNS.add(_name, _fn)
 
 
-def act_fn(name: str):
-    return {
-        "relu": F.relu,
-        "hswish": F.hardswish,
-        "hsigmoid": F.hardsigmoid,
-        "identity": lambda x: x,
-    }[name]
+def act_fn(name: str) -> Callable[[Tensor], Tensor]:
+    return _ACT_FNS.get(name)
 
 
 # ---------------------------------------------------------------------- norms

@@ -9,12 +9,13 @@
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+from ..presets import check_options, load_options
 from ..presets import list_presets as _list_presets
-from ..presets import load_options
 from .quantizers import check_bits
 
 __all__ = ["PRESETS_DIR", "QuantConfig", "list_presets"]
@@ -85,23 +86,23 @@ class QuantConfig:
         self.bits = [check_bits(int(b), "searched bit width") for b in self.bits]
         check_bits(int(self.fixed_bits), "fixed_bits")
         if not self.bits or len(set(self.bits)) != len(self.bits):
-            raise ValueError(f"bits must be distinct bit widths, got {self.bits}")
+            raise ConfigError(f"bits must be distinct bit widths, got {self.bits}")
         for name in ("C", "layers", "steps", "partial_k", "epochs", "batch_size",
                      "retrain_epochs", "retrain_batch_size", "arch_size"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.warmup_epochs <= self.epochs:
-            raise ValueError(f"warmup_epochs={self.warmup_epochs} must be in [0, epochs]")
+            raise ConfigError(f"warmup_epochs={self.warmup_epochs} must be in [0, epochs]")
         if self.C % self.partial_k or (self.C // self.partial_k) % 2:
-            raise ValueError(f"C={self.C} must be a multiple of 2 * partial_k={self.partial_k} "
+            raise ConfigError(f"C={self.C} must be a multiple of 2 * partial_k={self.partial_k} "
                              "(partial channels, then FactorizedReduce halves them)")
         if self.gamma_weight_decay < 0:
-            raise ValueError(f"gamma_weight_decay must be >= 0, got {self.gamma_weight_decay}")
+            raise ConfigError(f"gamma_weight_decay must be >= 0, got {self.gamma_weight_decay}")
         if self.bitops_lambda < 0:
-            raise ValueError(f"lambda must be >= 0, got {self.bitops_lambda}")
+            raise ConfigError(f"lambda must be >= 0, got {self.bitops_lambda}")
         for name in ("lr", "gamma_lr", "arch_lr", "retrain_lr"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -111,10 +112,7 @@ class QuantConfig:
         data = dict(data)
         if "lambda" in data:
             data["bitops_lambda"] = data.pop("lambda")
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown quant option(s) {sorted(unknown)}; known: {sorted(names)}")
+        check_options(cls, data, "quant")
         return cls(**data)
 
     @classmethod

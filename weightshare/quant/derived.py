@@ -55,21 +55,13 @@ class DerivedNetwork(nn.Module):
         self.genotype = genotype
         spec = genotype.spec if channels is None else replace(genotype.spec, C=int(channels))
         self.spec = spec
-        C_curr = spec.stem_multiplier * spec.C
-        self.stem = ConvBN(spec.in_channels, C_curr, 3, 1, 1, quantize_input=False)
-        C_pp, C_p, C_curr = C_curr, C_curr, spec.C
-        cells, reduction_prev = [], False
-        for i in range(spec.layers):
-            reduction = i in spec.reduction_layers
-            if reduction:
-                C_curr *= 2
-            edges = genotype.reduce if reduction else genotype.normal
-            cells.append(DerivedCell(edges, spec.steps, C_pp, C_p, C_curr, reduction,
-                                     reduction_prev))
-            reduction_prev = reduction
-            C_pp, C_p = C_p, spec.steps * C_curr
-        self.cells = nn.ModuleList(cells)
-        self.classifier = QConv(C_p, spec.num_classes, 1, bias=True)
+        self.stem = ConvBN(spec.in_channels, spec.stem_channels, 3, 1, 1, quantize_input=False)
+        layout = spec.cell_channels()
+        self.cells = nn.ModuleList(
+            DerivedCell(genotype.reduce if reduction else genotype.normal, spec.steps, C_pp, C_p,
+                        C, reduction, reduction_prev)
+            for C_pp, C_p, C, reduction, reduction_prev in layout)
+        self.classifier = QConv(spec.steps * layout[-1][2], spec.num_classes, 1, bias=True)
         self._apply_bits(genotype.bits)
 
     def _apply_bits(self, bits: dict[str, tuple[int, int]]) -> None:

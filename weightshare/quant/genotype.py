@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ..errors import WeightshareError
 from ..io import atomic_write_text, read_json
+from ..presets import check_options
 from .ops import PRIMITIVES
 from .quantizers import FLOAT_BITS, check_bits
 
@@ -52,27 +53,45 @@ class NetSpec:
     def __post_init__(self) -> None:
         for name in ("in_channels", "num_classes", "C", "layers", "steps", "stem_multiplier"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise GenotypeError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.layers < 3:
             # fewer cells would make layers//3 == 0 a reduction and so no normal cell first
-            raise ValueError(f"layers must be >= 3 (two reduction cells), got {self.layers}")
+            raise GenotypeError(f"layers must be >= 3 (two reduction cells), got {self.layers}")
         if self.image_size < 4 or self.image_size % 4:
-            raise ValueError(f"image_size must be a multiple of 4 (two reductions), got "
+            raise GenotypeError(f"image_size must be a multiple of 4 (two reductions), got "
                              f"{self.image_size}")
 
     @property
     def reduction_layers(self) -> tuple[int, int]:
         return (self.layers // 3, 2 * self.layers // 3)
 
+    @property
+    def stem_channels(self) -> int:
+        return self.stem_multiplier * self.C
+
+    def cell_channels(self) -> list[tuple[int, int, int, bool, bool]]:
+        """Per cell (C_prev_prev, C_prev, C, reduction, reduction_prev), as DARTS lays them
+        out: channels double at each reduction cell, a cell outputs `steps` x C. The
+        search and the derived network are built from this one layout; the classifier
+        reads ``steps * C`` of the last cell."""
+        out = []
+        c_pp = c_p = self.stem_channels
+        c, reduction_prev = self.C, False
+        for i in range(self.layers):
+            reduction = i in self.reduction_layers
+            if reduction:
+                c *= 2
+            out.append((c_pp, c_p, c, reduction, reduction_prev))
+            reduction_prev = reduction
+            c_pp, c_p = c_p, self.steps * c
+        return out
+
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NetSpec:
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown network option(s) {sorted(unknown)}; known: {sorted(names)}")
+        check_options(cls, data, "network", GenotypeError)
         return cls(**{k: int(v) for k, v in data.items()})
 
 

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..registry import Registry
 from .quantizers import (
     FLOAT_BITS,
     check_bits,
@@ -233,25 +234,27 @@ def _dil(C: int, k: int, stride: int, affine: bool, bits: tuple[Bits, Bits]) -> 
 
 OpBuilder = Callable[[int, int, bool, tuple[Bits, Bits]], nn.Module]
 
-OPS: dict[str, OpBuilder] = {
-    "none": lambda C, s, affine, bits: Zero(s),
-    "max_pool_3x3": lambda C, s, affine, bits: nn.MaxPool2d(3, s, 1),
-    "avg_pool_3x3": lambda C, s, affine, bits: nn.AvgPool2d(3, s, 1, count_include_pad=False),
-    "skip_connect": lambda C, s, affine, bits: (
-        nn.Identity() if s == 1 else FactorizedReduce(C, C, affine=affine, bits=bits)),
-    "sep_conv_3x3": lambda C, s, affine, bits: _sep(C, 3, s, affine, bits),
-    "sep_conv_5x5": lambda C, s, affine, bits: _sep(C, 5, s, affine, bits),
-    "dil_conv_3x3": lambda C, s, affine, bits: _dil(C, 3, s, affine, bits),
-    "dil_conv_5x5": lambda C, s, affine, bits: _dil(C, 5, s, affine, bits),
-}
+# in PRIMITIVES order (sort=False), so an error lists the ops as the search space does
+OPS: Registry[OpBuilder] = Registry("operation", sort=False)
+for _name, _builder in (
+    ("none", lambda C, s, affine, bits: Zero(s)),
+    ("max_pool_3x3", lambda C, s, affine, bits: nn.MaxPool2d(3, s, 1)),
+    ("avg_pool_3x3", lambda C, s, affine, bits: nn.AvgPool2d(3, s, 1, count_include_pad=False)),
+    ("skip_connect", lambda C, s, affine, bits: (
+        nn.Identity() if s == 1 else FactorizedReduce(C, C, affine=affine, bits=bits))),
+    ("sep_conv_3x3", lambda C, s, affine, bits: _sep(C, 3, s, affine, bits)),
+    ("sep_conv_5x5", lambda C, s, affine, bits: _sep(C, 5, s, affine, bits)),
+    ("dil_conv_3x3", lambda C, s, affine, bits: _dil(C, 3, s, affine, bits)),
+    ("dil_conv_5x5", lambda C, s, affine, bits: _dil(C, 5, s, affine, bits)),
+):
+    OPS.add(_name, _builder)
+assert tuple(OPS) == PRIMITIVES, "every primitive has exactly one builder"
 
 
 def make_op(name: str, C: int, stride: int, *, affine: bool,
             bits: tuple[Bits, Bits] = ((FLOAT_BITS,), (FLOAT_BITS,))) -> nn.Module:
     """Candidate op `name` on C channels (stride 2 in reduction cells)."""
-    if name not in OPS:
-        raise ValueError(f"unknown operation {name!r}; choose from {', '.join(PRIMITIVES)}")
-    return OPS[name](C, stride, affine, bits)
+    return OPS.get(name)(C, stride, affine, bits)
 
 
 def share_gammas(module: nn.Module) -> BitGammas | None:

@@ -12,7 +12,6 @@ as the reference counts -- and of the whole network, MACs, bits per layer).
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,17 @@ import torch.nn.functional as F
 
 from ..checkpoint import CheckpointError
 from ..data import Dataset, Loader
+from ..errors import ConfigError
 from ..io import atomic_write_text
 from ..train.common import pick_device
+from ..train.run import EpochMeter, Run, check_resume
 from ..train.schedules import cosine_lr
 from .config import QuantConfig
 from .cost import bitops_split, layer_bitops
 from .derived import DerivedNetwork
 from .genotype import Genotype, GenotypeError
 from .state import load_state, save_state
-from .train_utils import evaluate, load_data, progress_bar
+from .train_utils import evaluate, load_data
 
 __all__ = ["RetrainResult", "load_retrained", "retrain"]
 
@@ -46,7 +47,7 @@ def _spec_for(genotype: Genotype, data: Dataset) -> None:
     s = genotype.spec
     if (s.in_channels, s.num_classes, s.image_size) != (data.in_channels, data.num_classes,
                                                         data.image_size):
-        raise ValueError(
+        raise ConfigError(
             f"the genotype was searched for {s.in_channels}x{s.image_size}x{s.image_size} "
             f"inputs and {s.num_classes} classes; dataset {data.name!r} has "
             f"{data.in_channels}x{data.image_size}x{data.image_size} and {data.num_classes}")
@@ -55,12 +56,8 @@ def _spec_for(genotype: Genotype, data: Dataset) -> None:
 def retrain(cfg: QuantConfig, genotype: Genotype, out: str | Path, *, resume: bool = False,
             data: Dataset | None = None) -> RetrainResult:
     """QAT-train the derived network of `genotype` from scratch in folder `out`."""
-    out = Path(out)
-    ckpt_path = out / "retrain.pt"
-    if ckpt_path.exists() and not resume:
-        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose "
-                              "another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    run = Run(Path(out), "retrain.pt", resume=resume)
+    out, ckpt_path = run.out, run.path
     device = pick_device(cfg.device)
     if data is None:
         data = load_data(cfg, cfg.retrain_subset)
@@ -73,72 +70,58 @@ def retrain(cfg: QuantConfig, genotype: Genotype, out: str | Path, *, resume: bo
                     augment=cfg.augment, device=device)
     spe = len(loader)
     total = cfg.retrain_epochs * spe
-    step, history, wall = 0, [], 0.0
-    if resume and ckpt_path.exists():
+    if run.resuming:
         state = load_state(ckpt_path, "retrain")
-        if state.get("genotype") != genotype.to_dict() or state.get("channels") != cfg.retrain_C:
-            raise ValueError(f"{ckpt_path} retrains another genotype or width; use another --out")
+        check_resume(ckpt_path, state, {"genotype": genotype.to_dict(),
+                                        "channels": cfg.retrain_C}, what="genotype or width")
         try:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as err:
             raise CheckpointError(f"{ckpt_path} does not fit this network: {str(err)[:300]}"
                                   ) from None
-        step, history, wall = int(state["step"]), list(state["history"]), float(state["wall_s"])
-        if step >= total and (out / "retrain.json").is_file():
+        run.restore(state["step"], state["history"], state["wall_s"])
+        if run.step >= total and (out / "retrain.json").is_file():
             summary = json.loads((out / "retrain.json").read_text())
             return RetrainResult(model.eval(), out, summary)
+    history = run.history
 
     def save(at: int, extra: dict | None = None) -> None:
         save_state(ckpt_path, "retrain", {
             "genotype": genotype.to_dict(), "channels": cfg.retrain_C, "config": cfg.to_dict(),
             "step": at, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "history": history, "wall_s": wall, **(extra or {}),
+            "history": history, "wall_s": run.wall_s, **(extra or {}),
         })
 
-    last = total if cfg.max_steps is None else min(total, cfg.max_steps)
-    bar = progress_bar(cfg.progress, last, min(step, last), "quant retrain")
-    log = (out / "log.jsonl").open("a", encoding="utf-8")
-    t0, wall0 = time.perf_counter(), wall
-    run_loss = run_correct = run_n = 0.0
+    run.start(total=total, steps_per_epoch=spe, max_steps=cfg.max_steps, desc="quant retrain",
+              progress=cfg.progress)
+    meter = EpochMeter()
     model.train()
     try:
-        while step < last:
-            epoch, first = divmod(step, spe)
-            loader.set_epoch(epoch, start_batch=first)
-            for x, y in loader:
-                lr = cosine_lr(step, total, cfg.retrain_lr)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                opt.zero_grad(set_to_none=True)
-                logits = model(x)
-                loss = F.cross_entropy(logits, y)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
-                step += 1
-                run_loss += float(loss.detach()) * len(y)
-                run_correct += float((logits.argmax(1) == y).sum())
-                run_n += len(y)
-                wall = wall0 + time.perf_counter() - t0
-                if bar is not None:
-                    bar.set_postfix(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.4f}")
-                    bar.update(1)
-                if step % spe == 0 or step >= last:
-                    rec = {"epoch": epoch, "step": step, "train_loss": run_loss / max(run_n, 1),
-                           "train_acc": 100.0 * run_correct / max(run_n, 1), "wall_s": wall}
-                    history.append(rec)
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                    run_loss = run_correct = run_n = 0.0
-                    save(step)
-                    break
-                if cfg.save_every_steps and step % cfg.save_every_steps == 0:
-                    save(step)
+        for batch in run.batches(loader):
+            x, y = batch.x, batch.y
+            lr = cosine_lr(batch.step, total, cfg.retrain_lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            opt.zero_grad(set_to_none=True)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step = run.advance(loss=f"{float(loss.detach()):.3f}", lr=f"{lr:.4f}")
+            meter.add(loss, logits, y)
+            if run.epoch_done:
+                train_loss, train_acc = meter.take()
+                rec = {"epoch": batch.epoch, "step": step, "train_loss": train_loss,
+                       "train_acc": train_acc, "wall_s": run.wall_s}
+                run.record_epoch(rec)
+                save(step)
+            elif run.save_due(cfg.save_every_steps):
+                save(step)
     finally:
-        log.close()
-        if bar is not None:
-            bar.close()
+        run.close()
+    step, wall = run.step, run.wall_s
     shape = (data.in_channels, data.image_size, data.image_size)
     layers = layer_bitops(model, shape)
     split = bitops_split(layers)

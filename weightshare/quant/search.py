@@ -21,7 +21,6 @@ network it would derive and each gamma pair's softmax, for plots).
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,13 +32,14 @@ from ..checkpoint import CheckpointError
 from ..data import Dataset, Loader
 from ..io import atomic_write_text
 from ..train.common import pick_device
+from ..train.run import EpochMeter, Run, check_resume
 from ..train.schedules import cosine_lr
 from .config import QuantConfig
 from .cost import BITOPS_UNIT, complexity_loss, conv_macs, expected_bitops
 from .genotype import Genotype, NetSpec, save_genotype
 from .search_model import SearchNetwork
 from .state import load_state, save_state
-from .train_utils import load_data, progress_bar
+from .train_utils import load_data
 
 __all__ = ["SearchResult", "build_search_network", "search"]
 
@@ -67,12 +67,8 @@ def _set_grad(params: list[torch.nn.Parameter], flag: bool) -> None:
 def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
            data: Dataset | None = None) -> SearchResult:
     """Run (or resume, or return the finished) search described by `cfg` in folder `out`."""
-    out = Path(out)
-    ckpt_path = out / "search.pt"
-    if ckpt_path.exists() and not resume:
-        raise FileExistsError(f"{ckpt_path} exists: pass --resume to continue it, or choose "
-                              "another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    run = Run(Path(out), "search.pt", resume=resume)
+    out, ckpt_path = run.out, run.path
     device = pick_device(cfg.device)
     if data is None:
         data = load_data(cfg, cfg.train_subset)
@@ -95,7 +91,7 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
     spe = len(train_loader)
     total = cfg.epochs * spe
     warm = cfg.warmup_epochs * spe
-    step, history, trace, wall = 0, [], [], 0.0
+    trace: list[dict[str, Any]] = []
     trace_every = cfg.trace_every or max(1, spe // 4)
 
     def record_trace(at: int) -> None:
@@ -111,14 +107,9 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
                            for n, g in net.bit_gammas().items()},
             })
 
-    if resume and ckpt_path.exists():
+    if run.resuming:
         state = load_state(ckpt_path, "search")
-        saved = state.get("config", {})
-        mismatch = {k: (saved.get(k), v) for k, v in cfg.model_view().items()
-                    if saved.get(k) != v}
-        if mismatch:
-            raise ValueError(f"{ckpt_path} was made with other settings {mismatch} "
-                             "(saved, now); use another --out")
+        check_resume(ckpt_path, state.get("config", {}), cfg.model_view())
         try:
             net.load_state_dict(state["model"])
             w_opt.load_state_dict(state["w_opt"])
@@ -126,81 +117,68 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
         except (KeyError, RuntimeError, ValueError) as err:
             raise CheckpointError(f"{ckpt_path} does not fit this search network: "
                                   f"{str(err)[:300]}") from None
-        step, history, wall = int(state["step"]), list(state["history"]), float(state["wall_s"])
+        run.restore(state["step"], state["history"], state["wall_s"])
         trace = list(state.get("trace", []))
-    if step == 0 and not trace:
+    history = run.history
+    if run.step == 0 and not trace:
         record_trace(0)
 
     def save(at: int) -> None:
         save_state(ckpt_path, "search", {
             "config": cfg.to_dict(), "step": at, "steps_per_epoch": spe, "total_steps": total,
             "model": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
-            "history": history, "trace": trace, "wall_s": wall,
+            "history": history, "trace": trace, "wall_s": run.wall_s,
         })
 
-    last = total if cfg.max_steps is None else min(total, cfg.max_steps)
-    bar = progress_bar(cfg.progress, last, min(step, last), "quant search")
-    log = (out / "log.jsonl").open("a", encoding="utf-8")
-    t0, wall0 = time.perf_counter(), wall
-    run_ce = run_correct = run_n = 0.0
+    run.start(total=total, steps_per_epoch=spe, max_steps=cfg.max_steps, desc="quant search",
+              progress=cfg.progress)
+    meter = EpochMeter()
+    arch_batches: list | None = None
+    arch_epoch = -1
     try:
-        while step < last:
-            epoch, first = divmod(step, spe)
-            train_loader.set_epoch(epoch, start_batch=first)
-            arch_batches = None
-            for b, (x, y) in enumerate(train_loader, start=first):
-                if step >= warm:
-                    if arch_batches is None:
-                        arch_loader.set_epoch(epoch)
-                        arch_batches = list(arch_loader)
-                    xa, ya = arch_batches[b % len(arch_batches)]
-                    # weights are constants here: skipping their gradients saves time
-                    _set_grad(weights + gammas, False)
-                    a_opt.zero_grad(set_to_none=True)
-                    # cross-entropy only, as the reference's architect: no cost term
-                    F.cross_entropy(net(xa), ya).backward()
-                    a_opt.step()
-                    _set_grad(weights + gammas, True)
-                frac = cosine_lr(step, total, 1.0, final_lr=cfg.lr_min / cfg.lr)
-                w_opt.param_groups[0]["lr"] = cfg.lr * frac
-                w_opt.param_groups[1]["lr"] = cfg.gamma_lr * frac
-                w_opt.zero_grad(set_to_none=True)
-                logits = net(x)
-                ce = F.cross_entropy(logits, y)
-                cost = complexity_loss(net, macs)
-                (ce + cfg.bitops_lambda * cost).backward()
-                torch.nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
-                w_opt.step()
-                step += 1
-                run_ce += float(ce.detach()) * len(y)
-                run_correct += float((logits.argmax(1) == y).sum())
-                run_n += len(y)
-                wall = wall0 + time.perf_counter() - t0
-                if bar is not None:
-                    bar.set_postfix(ce=f"{float(ce.detach()):.3f}", cost=f"{float(cost.detach()):.2f}",
-                                    arch="on" if step > warm else "warm-up")
-                    bar.update(1)
-                end = step % spe == 0 or step >= last
-                if step % trace_every == 0 or end:
-                    record_trace(step)
-                if end:
-                    rec = {"epoch": epoch, "step": step, "train_ce": run_ce / max(run_n, 1),
-                           "train_acc": 100.0 * run_correct / max(run_n, 1),
-                           "complexity": float(cost.detach()),
-                           "expected_mbitops": trace[-1]["expected_mbitops"],
-                           "arch_on": step > warm, "wall_s": wall}
-                    history.append(rec)
-                    log.write(json.dumps(rec) + "\n")
-                    log.flush()
-                    run_ce = run_correct = run_n = 0.0
-                    save(step)
-                    break
-                if cfg.save_every_steps and step % cfg.save_every_steps == 0:
-                    save(step)
+        for batch in run.batches(train_loader):
+            x, y = batch.x, batch.y
+            if batch.step >= warm:
+                if arch_epoch != batch.epoch:  # once per epoch, where the first arch step falls
+                    arch_loader.set_epoch(batch.epoch)
+                    arch_batches, arch_epoch = list(arch_loader), batch.epoch
+                xa, ya = arch_batches[batch.index % len(arch_batches)]
+                # weights are constants here: skipping their gradients saves time
+                _set_grad(weights + gammas, False)
+                a_opt.zero_grad(set_to_none=True)
+                # cross-entropy only, as the reference's architect: no cost term
+                F.cross_entropy(net(xa), ya).backward()
+                a_opt.step()
+                _set_grad(weights + gammas, True)
+            frac = cosine_lr(batch.step, total, 1.0, final_lr=cfg.lr_min / cfg.lr)
+            w_opt.param_groups[0]["lr"] = cfg.lr * frac
+            w_opt.param_groups[1]["lr"] = cfg.gamma_lr * frac
+            w_opt.zero_grad(set_to_none=True)
+            logits = net(x)
+            ce = F.cross_entropy(logits, y)
+            cost = complexity_loss(net, macs)
+            (ce + cfg.bitops_lambda * cost).backward()
+            torch.nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
+            w_opt.step()
+            step = run.advance(ce=f"{float(ce.detach()):.3f}",
+                               cost=f"{float(cost.detach()):.2f}",
+                               arch="on" if batch.step + 1 > warm else "warm-up")
+            meter.add(ce, logits, y)
+            if step % trace_every == 0 or run.epoch_done:
+                record_trace(step)
+            if run.epoch_done:
+                train_ce, train_acc = meter.take()
+                rec = {"epoch": batch.epoch, "step": step, "train_ce": train_ce,
+                       "train_acc": train_acc, "complexity": float(cost.detach()),
+                       "expected_mbitops": trace[-1]["expected_mbitops"],
+                       "arch_on": step > warm, "wall_s": run.wall_s}
+                run.record_epoch(rec)
+                save(step)
+            elif run.save_due(cfg.save_every_steps):
+                save(step)
     finally:
-        log.close()
-        if bar is not None:
-            bar.close()
+        run.close()
+    step, wall = run.step, run.wall_s
     with torch.no_grad():
         final_cost = float(expected_bitops(net, macs))
         final_complexity = float(complexity_loss(net, macs))

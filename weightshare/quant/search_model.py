@@ -121,20 +121,13 @@ class SearchNetwork(nn.Module):
         self.partial_k = partial_k
         choice = (self.bit_choices, self.bit_choices)
         fixed = ((self.fixed_bits,), (self.fixed_bits,))
-        C_curr = spec.stem_multiplier * spec.C
-        self.stem = ConvBN(spec.in_channels, C_curr, 3, 1, 1, bits=fixed, quantize_input=False)
-        C_pp, C_p, C_curr = C_curr, C_curr, spec.C
-        cells, reduction_prev = [], False
-        for i in range(spec.layers):
-            reduction = i in spec.reduction_layers
-            if reduction:
-                C_curr *= 2
-            cells.append(SearchCell(spec.steps, C_pp, C_p, C_curr, reduction, reduction_prev,
-                                    partial_k, choice))
-            reduction_prev = reduction
-            C_pp, C_p = C_p, spec.steps * C_curr
-        self.cells = nn.ModuleList(cells)
-        self.classifier = QConv(C_p, spec.num_classes, 1, bias=True, w_bits=fixed[0],
+        self.stem = ConvBN(spec.in_channels, spec.stem_channels, 3, 1, 1, bits=fixed,
+                           quantize_input=False)
+        layout = spec.cell_channels()
+        self.cells = nn.ModuleList(
+            SearchCell(spec.steps, C_pp, C_p, C, reduction, reduction_prev, partial_k, choice)
+            for C_pp, C_p, C, reduction, reduction_prev in layout)
+        self.classifier = QConv(spec.steps * layout[-1][2], spec.num_classes, 1, bias=True, w_bits=fixed[0],
                                 a_bits=fixed[1])
         n_edges, n_ops = len(edge_keys(spec.steps)), len(PRIMITIVES)
         # small random init as DARTS: near-uniform mixtures with ties broken

@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,8 +41,9 @@ from ..data import Dataset, Loader
 from ..models import SuperNet
 from ..space import SearchSpace, SubnetConfig
 from ..train.common import param_groups, soft_cross_entropy, step_seed
-from ..train.evaluate import accuracy, recalibrate
+from ..train.evaluate import recalibrated_accuracy
 from ..train.precision import resolve_precision, to_memory_format
+from ..train.run import Run, check_resume
 from ..train.schedules import cosine_lr
 from .common import SearchError, supernet_identity
 
@@ -64,10 +64,10 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, "
+            raise SearchError(f"epochs and batch_size must be >= 1, got {self.epochs}, "
                              f"{self.batch_size}")
         if self.lr <= 0 or self.kd_ratio < 0 or self.weight_decay < 0:
-            raise ValueError("lr must be > 0 and kd_ratio, weight_decay >= 0")
+            raise SearchError("lr must be > 0 and kd_ratio, weight_decay >= 0")
 
 
 @dataclass
@@ -104,13 +104,13 @@ def load_subnet_choice(text: str, space: SearchSpace, target: str | None = None)
     else:
         path = Path(word).expanduser()
         if not path.is_file():
-            raise ValueError(f"--subnet {text!r} is neither JSON, an existing file, 'largest' "
+            raise SearchError(f"--subnet {text!r} is neither JSON, an existing file, 'largest' "
                              "nor 'smallest'")
         raw, where = path.read_text(encoding="utf-8"), str(path)
     try:
         doc = json.loads(raw)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{where}: not JSON ({err})") from None
+        raise SearchError(f"{where}: not JSON ({err})") from None
     if isinstance(doc, dict) and isinstance(doc.get("frontier"), list):
         doc = _pick(doc["frontier"], target, where, by_index=True)
     elif isinstance(doc, list):
@@ -120,36 +120,31 @@ def load_subnet_choice(text: str, space: SearchSpace, target: str | None = None)
     try:
         return space.validate(SubnetConfig.from_dict(doc))
     except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{where}: not a SubNet of this SuperNet ({err})") from None
+        raise SearchError(f"{where}: not a SubNet of this SuperNet ({err})") from None
 
 
 def _pick(rows: list, target: str | None, where: str, *, by_index: bool) -> Any:
     if by_index:
         if target is None:
-            raise ValueError(f"{where} is a frontier of {len(rows)} SubNets; choose one with "
+            raise SearchError(f"{where} is a frontier of {len(rows)} SubNets; choose one with "
                              f"--target INDEX (0..{len(rows) - 1})")
         try:
             return rows[int(target)]
         except (ValueError, IndexError):
-            raise ValueError(f"--target {target!r}: {where} has frontier indices "
+            raise SearchError(f"--target {target!r}: {where} has frontier indices "
                              f"0..{len(rows) - 1}") from None
     names = [r.get("name") for r in rows if isinstance(r, dict)]
     if target is None:
         if len(rows) == 1:
             return rows[0]
-        raise ValueError(f"{where} holds {len(rows)} targets {names}; choose one with --target")
+        raise SearchError(f"{where} holds {len(rows)} targets {names}; choose one with --target")
     for r in rows:
         if isinstance(r, dict) and r.get("name") == target:
             return r
-    raise ValueError(f"--target {target!r} is not in {where}; it holds {names}")
+    raise SearchError(f"--target {target!r} is not in {where}; it holds {names}")
 
 
 # ----------------------------------------------------------------------------------- training
-def _test_acc(net: SuperNet, cfg: SubnetConfig, data: Dataset, device: torch.device) -> float:
-    recalibrate(net, cfg, data, device=device)
-    return accuracy(net, cfg, data, device=device)
-
-
 def _teacher(source: SuperNet, device: torch.device) -> nn.Module:
     teacher = source.extract(source.space.largest()).to(device).eval()
     for p in teacher.parameters():
@@ -170,14 +165,16 @@ def finetune(checkpoint: str | os.PathLike, subnet: SubnetConfig, data: Dataset,
     device = torch.device(device)
     checkpoint, output = Path(checkpoint), Path(output)
     if checkpoint.resolve() == output.resolve():
-        raise ValueError("-o must differ from --checkpoint: the source stays the teacher")
+        raise SearchError("-o must differ from --checkpoint: the source stays the teacher")
     src = load_checkpoint(checkpoint, map_location=device)
     source = src.supernet.eval()
     cfg = source.space.validate(subnet)
     settings = asdict(config)
+    # `output` is resumed whenever it exists, once it proved to be this fine-tune
+    run = Run(output.parent, output.name, resume=True, claim=False)
 
     state: dict[str, Any] | None = None
-    if output.exists():
+    if run.resuming:
         prev = load_checkpoint(output, map_location=device)
         state = (prev.train_state or {}).get("finetune")
         if (not isinstance(state, dict) or state.get("subnet") != cfg.to_dict()
@@ -185,10 +182,10 @@ def finetune(checkpoint: str | os.PathLike, subnet: SubnetConfig, data: Dataset,
                     supernet_identity(source)))):
             raise SearchError(f"{output} exists and is not a fine-tune of this SubNet of "
                               f"{checkpoint}; remove it or choose another -o")
-        if state.get("config") != settings:
-            raise SearchError(f"{output} is a fine-tune with other settings {state.get('config')}; "
-                              "use the same ones to resume, or another -o")
+        check_resume(output, {"config": state.get("config")}, {"config": settings},
+                     error=SearchError, option="-o")
         net = prev.supernet
+        run.restore(state["step"], state.get("history", []), state.get("seconds", 0.0))
     else:
         net = copy.deepcopy(source)
         # Every stored BN statistic belongs to the weights before fine-tuning.
@@ -198,7 +195,7 @@ def finetune(checkpoint: str | os.PathLike, subnet: SubnetConfig, data: Dataset,
                     resolution=cfg.resolution, device=device)
     steps_per_epoch = len(loader)
     if steps_per_epoch < 1:
-        raise ValueError(f"the training split ({len(data.train)} images) holds no full batch of "
+        raise SearchError(f"the training split ({len(data.train)} images) holds no full batch of "
                          f"{config.batch_size}; lower --batch-size")
     total = config.epochs * steps_per_epoch
     # The training loop's channels_last layout; fp32 (a short fine-tune needs no loss scaler).
@@ -207,9 +204,9 @@ def finetune(checkpoint: str | os.PathLike, subnet: SubnetConfig, data: Dataset,
     opt = torch.optim.SGD(param_groups(net, config.weight_decay), lr=config.lr,
                           momentum=config.momentum, nesterov=config.momentum > 0)
 
-    t0 = time.perf_counter()
+    run.restart_clock()  # the seconds count the accuracy measurements too
     if state is None:
-        acc_before = _test_acc(source, cfg, data, device)
+        acc_before = recalibrated_accuracy(source, cfg, data, device=device)
         state = {"subnet": cfg.to_dict(), "source": str(checkpoint),
                  "source_identity": supernet_identity(source), "config": settings,
                  "step": 0, "done": False, "acc_before": acc_before, "history": [],
@@ -218,13 +215,12 @@ def finetune(checkpoint: str | os.PathLike, subnet: SubnetConfig, data: Dataset,
         if state.get("optimizer"):
             opt.load_state_dict(state["optimizer"])
         acc_before = float(state["acc_before"])
-    start = int(state["step"])
-    seconds0 = float(state.get("seconds", 0.0))
-    history: list[dict[str, float]] = list(state.get("history", []))
+    start = run.step
+    history = run.history
 
     def save(step: int, done: bool, acc_after: float | None = None) -> None:
         state.update(step=step, done=done, optimizer=opt.state_dict(), history=history,
-                     seconds=seconds0 + time.perf_counter() - t0)
+                     seconds=run.tick())
         if acc_after is not None:
             state["acc_after"] = acc_after
         # Only the fine-tuned SubNet's BN statistics mean anything in this file.
@@ -238,57 +234,46 @@ def finetune(checkpoint: str | os.PathLike, subnet: SubnetConfig, data: Dataset,
 
     if not state.get("done"):
         teacher = to_memory_format(_teacher(source, device), precision)
-        bar = None
-        if progress:
-            from ..progress import progress as tqdm
-
-            bar = tqdm(total=total, initial=start, desc="finetune", unit="step")
-        step = start
+        run.start(total=total, steps_per_epoch=steps_per_epoch, desc="finetune",
+                  progress=progress, log=False, restart_clock=False)
         running, counted = 0.0, 0
         dropout = float(net.config.get("dropout", 0.0) or 0.0)
+        net.train()
         try:
-            while step < total:
-                epoch, first = divmod(step, steps_per_epoch)
-                loader.set_epoch(epoch, start_batch=first)
-                net.train()
-                for x, y in loader:
-                    lr = cosine_lr(step, total, config.lr, config.warmup_steps)
-                    for group in opt.param_groups:
-                        group["lr"] = lr
-                    torch.manual_seed(step_seed(config.seed, step))  # dropout masks
-                    x = precision.input(x)
-                    with precision.autocast():
-                        logits = net(x, cfg, dropout=dropout).float()
-                    loss = F.cross_entropy(logits, y, label_smoothing=config.label_smoothing)
-                    if config.kd_ratio > 0:
-                        with torch.no_grad(), precision.autocast():
-                            soft = F.softmax(teacher(x).float(), dim=1)
-                        loss = loss + config.kd_ratio * soft_cross_entropy(logits, soft)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    step += 1
-                    value = float(loss.detach())
-                    running, counted = running + value, counted + 1
-                    if bar is not None:
-                        bar.update(1)
-                        bar.set_postfix(loss=f"{value:.3f}", lr=f"{lr:.2g}")
-                    if on_step is not None:
-                        on_step(step, value)
-                    if step % steps_per_epoch == 0:
-                        history.append({"epoch": step // steps_per_epoch,
-                                        "loss": running / max(1, counted)})
-                        running, counted = 0.0, 0
-                        save(step, False)
-                    elif save_every and step % save_every == 0:
-                        save(step, False)
+            for b in run.batches(loader):
+                lr = cosine_lr(b.step, total, config.lr, config.warmup_steps)
+                for group in opt.param_groups:
+                    group["lr"] = lr
+                torch.manual_seed(step_seed(config.seed, b.step))  # dropout masks
+                x = precision.input(b.x)
+                with precision.autocast():
+                    logits = net(x, cfg, dropout=dropout).float()
+                loss = F.cross_entropy(logits, b.y, label_smoothing=config.label_smoothing)
+                if config.kd_ratio > 0:
+                    with torch.no_grad(), precision.autocast():
+                        soft = F.softmax(teacher(x).float(), dim=1)
+                    loss = loss + config.kd_ratio * soft_cross_entropy(logits, soft)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                value = float(loss.detach())
+                step = run.advance(loss=f"{value:.3f}", lr=f"{lr:.2g}")
+                running, counted = running + value, counted + 1
+                if on_step is not None:
+                    on_step(step, value)
+                if step % steps_per_epoch == 0:
+                    run.record_epoch({"epoch": step // steps_per_epoch,
+                                      "loss": running / max(1, counted)})
+                    running, counted = 0.0, 0
+                    save(step, False)
+                elif run.save_due(save_every):
+                    save(step, False)
         finally:
-            if bar is not None:
-                bar.close()
+            run.close()
         net.eval()
-        acc_after = _test_acc(net, cfg, data, device)
+        acc_after = recalibrated_accuracy(net, cfg, data, device=device)
         save(total, True, acc_after)
     else:
         acc_after = float(state["acc_after"])
     return FinetuneResult(output, cfg, acc_before, acc_after, config.epochs, total,
-                          float(state.get("seconds", time.perf_counter() - t0)), start, history)
+                          float(state.get("seconds", run.tick())), start, history)

@@ -153,12 +153,11 @@ def latency_fn(net: SuperNet, table: Any, *, rounds: int = 3, runs: int = 30) ->
 def measured_test_accuracy(net: SuperNet, dataset: Dataset, *,
                            device: str | torch.device = "cpu") -> MeasureAcc:
     """Test top-1 after BN recalibration on calib: the number `weightshare evaluate` reports."""
-    from ..train.evaluate import accuracy, recalibrate
+    from ..train.evaluate import recalibrated_accuracy
 
     def fn(subnet: SubnetConfig) -> tuple[float, int]:
-        if subnet not in net.subnet_norms:
-            recalibrate(net, subnet, dataset, device=device)
-        return accuracy(net, subnet, dataset, device=device), len(dataset.test)
+        acc = recalibrated_accuracy(net, subnet, dataset, device=device, reuse=True)
+        return acc, len(dataset.test)
 
     return fn
 

@@ -46,6 +46,7 @@ from torch import Tensor
 
 from ..io import atomic_path, atomic_write_text
 from ..models import SuperNet
+from ..registry import Registry
 from ..space import SubnetConfig
 
 if TYPE_CHECKING:
@@ -117,32 +118,21 @@ class ExecutorConfig:
 
 
 ExecutorFactory = Callable[[SuperNet, dict[str, SubnetConfig], ExecutorConfig], Executor]
-EXECUTORS: dict[str, ExecutorFactory] = {}
+EXECUTORS: Registry[ExecutorFactory] = Registry("executor")
 
 
 def register_executor(name: str) -> Callable[[ExecutorFactory], ExecutorFactory]:
-    def deco(factory: ExecutorFactory) -> ExecutorFactory:
-        if name in EXECUTORS:
-            raise ValueError(f"executor {name!r} is already registered")
-        EXECUTORS[name] = factory
-        return factory
-
-    return deco
+    return EXECUTORS.register(name)
 
 
 def list_executors() -> list[str]:
-    return sorted(EXECUTORS)
+    return EXECUTORS.names()
 
 
 def make_executor(name: str, net: SuperNet, subnets: dict[str, SubnetConfig],
                   config: ExecutorConfig | None = None) -> Executor:
     """The executor registered as `name` for `subnets` (deployed name -> config) on `net`."""
-    try:
-        factory = EXECUTORS[name]
-    except KeyError:
-        raise ValueError(f"unknown executor {name!r}; choose one of "
-                         f"{', '.join(list_executors())}") from None
-    return factory(net, subnets, config or ExecutorConfig())
+    return EXECUTORS.get(name)(net, subnets, config or ExecutorConfig())
 
 
 def _bytes(tensors: Sequence[Tensor]) -> int:

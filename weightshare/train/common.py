@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from . import distributed as dist
 
 __all__ = ["pick_device", "param_groups", "soft_cross_entropy", "step_seed"]
@@ -22,7 +23,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("device=cuda asked for, but torch sees no CUDA device")
+        raise ConfigError("device=cuda asked for, but torch sees no CUDA device")
     if name == "cuda" and dist.world_size() > 1:
         name = f"cuda:{dist.local_rank()}"
     return torch.device(name)

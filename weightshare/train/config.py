@@ -9,12 +9,13 @@ validates the result in `__post_init__`.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigError
+from ..presets import check_options, load_options
 from ..presets import list_presets as _list_presets
-from ..presets import load_options
 
 __all__ = ["TrainConfig", "PRESETS_DIR", "list_presets"]
 
@@ -79,23 +80,23 @@ class TrainConfig:
         from .samplers import SAMPLERS
 
         if self.method not in method_names():
-            raise ValueError(f"method={self.method!r}; choose from {method_names()}")
+            raise ConfigError(f"method={self.method!r}; choose from {method_names()}")
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler={self.sampler!r}; choose from {sorted(SAMPLERS)}")
+            raise ConfigError(f"sampler={self.sampler!r}; choose from {sorted(SAMPLERS)}")
         if self.supernet not in list_supernets():
-            raise ValueError(f"supernet={self.supernet!r}; registered: {list_supernets()}")
+            raise ConfigError(f"supernet={self.supernet!r}; registered: {list_supernets()}")
         if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be >= 1")
+            raise ConfigError("epochs and batch_size must be >= 1")
         if not 0.0 <= self.shrink_at <= 1.0:
-            raise ValueError(f"shrink_at={self.shrink_at} must be a fraction in [0, 1]")
+            raise ConfigError(f"shrink_at={self.shrink_at} must be a fraction in [0, 1]")
         from .precision import AMP_MODES
 
         if self.amp is False:  # YAML (presets and --set) reads a bare `off` as false
             self.amp = "off"
         if self.amp not in AMP_MODES:
-            raise ValueError(f"amp={self.amp!r}; choose from {list(AMP_MODES)}")
+            raise ConfigError(f"amp={self.amp!r}; choose from {list(AMP_MODES)}")
         if self.lr <= 0:
-            raise ValueError(f"lr={self.lr} must be positive")
+            raise ConfigError(f"lr={self.lr} must be positive")
 
     @property
     def beta_ramp(self) -> float:
@@ -106,10 +107,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in fields(cls)}
-        unknown = set(data) - names
-        if unknown:
-            raise ValueError(f"unknown training option(s) {sorted(unknown)}; known: {sorted(names)}")
+        check_options(cls, data, "training")
         return cls(**data)
 
     @classmethod

@@ -9,16 +9,19 @@ are stored on the SuperNet (`subnet_norms`) and saved in the checkpoint.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from ..data import Dataset, EpochBatches, ImageSet, make_loader
 from ..models import SuperNet
 from ..nn import NormContext, StatsRecorder
 from ..space import SubnetConfig
 
-__all__ = ["recalibrate", "accuracy", "evaluation_subnets", "evaluate_subnets"]
+__all__ = ["recalibrate", "classify", "accuracy", "recalibrated_accuracy", "evaluation_subnets",
+           "evaluate_subnets"]
 
 
 def _batches(data: ImageSet, dataset: Dataset, batch_size: int, device: torch.device,
@@ -43,18 +46,43 @@ def recalibrate(net: SuperNet, subnet: SubnetConfig, dataset: Dataset, *, batch_
 
 
 @torch.no_grad()
+def classify(model: Callable[[Tensor], Tensor], batches: Iterable[tuple[Tensor, Tensor]]
+             ) -> dict[str, float]:
+    """Top-1 accuracy in percent, mean cross-entropy and count of `model` over `batches`.
+
+    The one accuracy computation: SuperNet SubNets (`accuracy`), a fine-tuned SubNet
+    (`recalibrated_accuracy`) and quantized networks (`quant`) all count through it.
+    The caller puts the model in eval mode.
+    """
+    correct, loss, n = 0, 0.0, 0
+    for x, y in batches:
+        logits = model(x)
+        loss += float(F.cross_entropy(logits.float(), y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+        n += len(y)
+    return {"acc": 100.0 * correct / max(1, n), "loss": loss / max(1, n), "n": n}
+
+
+@torch.no_grad()
 def accuracy(net: SuperNet, subnet: SubnetConfig, dataset: Dataset, data: ImageSet | None = None,
              *, batch_size: int = 500, device: torch.device | str = "cpu") -> float:
     """Top-1 accuracy in percent of `subnet` on `data` (default: the test split)."""
     was_training = net.training
     net.eval()
-    correct = total = 0
     data = data if data is not None else dataset.test
-    for x, y in _batches(data, dataset, batch_size, torch.device(device), subnet.resolution):
-        correct += int((net(x, subnet).argmax(1) == y).sum())
-        total += len(y)
+    batches = _batches(data, dataset, batch_size, torch.device(device), subnet.resolution)
+    acc = classify(lambda x: net(x, subnet), batches)["acc"]
     net.train(was_training)
-    return 100.0 * correct / max(1, total)
+    return acc
+
+
+def recalibrated_accuracy(net: SuperNet, subnet: SubnetConfig, dataset: Dataset, *,
+                          device: torch.device | str = "cpu", reuse: bool = False) -> float:
+    """Test top-1 of `subnet` after recomputing its BN statistics on calib (`reuse`: only
+    when `net` holds none for it): the number `weightshare evaluate` reports."""
+    if not (reuse and subnet in net.subnet_norms):
+        recalibrate(net, subnet, dataset, device=device)
+    return accuracy(net, subnet, dataset, device=device)
 
 
 def evaluation_subnets(net: SuperNet, n_spread: int = 12, seed: int = 0,

@@ -5,7 +5,8 @@ run and reaches the same weights, because data order, augmentation, SubNet
 sampling and dropout are all functions of (seed, step)), DDP under torchrun
 (gradients all-reduced by hand after the step's several backward passes, BN
 statistics synchronised across ranks so 2 ranks compute what 1 would), cost
-accounting in MACs, a tqdm bar, a JSONL log and TensorBoard scalars.
+accounting in MACs. The run folder, resume checks, step log (JSONL, TensorBoard),
+progress bar and epoch/start-batch loop are the shared scaffold in `train.run`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ from __future__ import annotations
 import copy
 import json
 import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..data import Dataset, load_dataset, make_loader
-from ..io import atomic_write_text
+from ..data import Dataset, EpochBatches, load_dataset, make_loader
 from ..models import SuperNet, create_supernet
 from ..space import SubnetConfig
 from . import distributed as dist
@@ -34,9 +33,10 @@ from .config import TrainConfig
 from .evaluate import accuracy, evaluate_subnets, evaluation_subnets, recalibrate
 from .methods import MethodSettings, StepPlan, make_method
 from .precision import Precision, resolve_precision, to_memory_format
+from .run import Run, check_resume
 
-__all__ = ["train", "TrainResult", "build_supernet", "step_seed", "step_macs",
-           "planned_train_macs"]
+__all__ = ["train", "prepare", "Session", "TrainResult", "build_supernet", "step_seed",
+           "step_macs", "planned_train_macs"]
 
 
 @dataclass
@@ -169,56 +169,6 @@ class _Runner:
         return F.softmax(logits.float(), dim=1)
 
 
-class _Log:
-    """JSONL + TensorBoard, rank 0 only; appends so a resumed run keeps one log."""
-
-    def __init__(self, out: Path, tensorboard: bool, resume_step: int | None = None) -> None:
-        self.enabled = dist.rank() == 0
-        if self.enabled and resume_step is not None:
-            truncate_log(out / "log.jsonl", resume_step)
-        # line-buffered: `tail -f log.jsonl` and a killed run keep every finished step
-        self.file = open(out / "log.jsonl", "a", buffering=1) if self.enabled else None  # noqa: SIM115
-        self.tb = None
-        if self.enabled and tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self.tb = SummaryWriter(str(out / "tensorboard"))
-
-    def write(self, record: dict[str, Any]) -> None:
-        if not self.enabled:
-            return
-        self.file.write(json.dumps(record) + "\n")
-        if self.tb is not None and "step" in record:
-            for k, v in record.items():
-                if isinstance(v, int | float) and k != "step":
-                    self.tb.add_scalar(f"{record.get('kind', 'train')}/{k}", v, record["step"])
-
-    def close(self) -> None:
-        if self.file:
-            self.file.close()
-        if self.tb is not None:
-            self.tb.close()
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Drop the records after `step` that a killed run wrote past its last checkpoint.
-
-    A resumed run replays those steps; without this its log would hold them twice
-    and plots of it would be wrong. Records without a step (none today) are kept.
-    """
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line cut off by the kill
-        if record.get("step", 0) <= step and record.get("kind") != "final":
-            kept.append(line)
-    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
-
-
 def _settings(cfg: TrainConfig, steps_per_epoch: int) -> MethodSettings:
     return MethodSettings(
         lr=cfg.lr,
@@ -232,18 +182,29 @@ def _settings(cfg: TrainConfig, steps_per_epoch: int) -> MethodSettings:
     )
 
 
-def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None) -> TrainResult:
-    """Train a SuperNet with `cfg.method`; checkpoints and logs go to `cfg.out`."""
+@dataclass
+class Session:
+    """A training run set up (or resumed) up to its next step: what `train` then iterates."""
+
+    cfg: TrainConfig
+    run: Run
+    data: Dataset
+    device: torch.device
+    net: SuperNet
+    loader: EpochBatches
+    plan_step: Callable[..., StepPlan]
+    runner: _Runner | None  # None when `done`
+    train_macs: float = 0.0
+    final_state: dict[str, Any] = field(default_factory=dict)
+    done: dict[str, Any] | None = None  # results.json of a run that finished already
+
+
+def prepare(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None) -> Session:
+    """Set up a run of `cfg` in `cfg.out`: data, SuperNet, loader, optimizer; on `resume`,
+    everything its checkpoint holds (weights, optimizer, scaler, teacher, step, history)."""
     dist.setup()
     device = pick_device(cfg.device)
-    out = Path(cfg.out)
-    ckpt_path = out / "checkpoint.pt"
-    if dist.rank() == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume and ckpt_path.exists():
-            raise FileExistsError(
-                f"{ckpt_path} exists: pass --resume to continue it, or choose another --out"
-            )
+    run = Run(Path(cfg.out), "checkpoint.pt", resume=resume, primary=dist.rank() == 0)
     if data is None:
         data = load_dataset(cfg.dataset, cfg.data_dir, calib_size=cfg.calib_size, seed=cfg.seed,
                             train_subset=cfg.train_subset, test_subset=cfg.test_subset,
@@ -256,104 +217,100 @@ def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None
     spe = len(loader)
     total = cfg.epochs * spe
     plan_step = make_method(cfg.method, _settings(cfg, spe))
-    start_step, history, train_macs, wall = 0, [], 0.0, 0.0
-    teacher_state = None
-    final_state: dict[str, Any] = {}
-    if resume and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        net = ck.supernet
+    session = Session(cfg, run, data, device, net, loader, plan_step, None)
+    state: dict[str, Any] = {}
+    if run.resuming:
+        ck = load_checkpoint(run.path)
+        session.net = net = ck.supernet
         state = ck.train_state
-        if state.get("config", {}).get("method") not in (None, cfg.method):
-            raise ValueError(f"{ckpt_path} was trained with method {state['config']['method']!r}")
-        start_step = int(state.get("step", 0))
-        history = list(state.get("history", []))
-        train_macs = float(state.get("train_macs", 0.0))
-        wall = float(state.get("wall_s", 0.0))
-        teacher_state = state.get("teacher")
-        final_state.update(state)
-        done = out / "results.json"
-        if start_step >= total and done.exists():  # finished already: nothing to redo
-            return TrainResult(net.to(device), out, json.loads(done.read_text()))
+        check_resume(run.path, state.get("config", {}), {"method": cfg.method},
+                     what="training method", missing_ok=True)
+        run.restore(state.get("step", 0), state.get("history", []), state.get("wall_s", 0.0))
+        session.train_macs = float(state.get("train_macs", 0.0))
+        session.final_state.update(state)
+        done = run.out / "results.json"
+        if run.step >= total and done.exists():  # finished already: nothing to redo
+            session.net = net.to(device)
+            session.done = json.loads(done.read_text())
+            return session
     precision = resolve_precision(device, cfg.amp, cfg.channels_last)
     to_memory_format(net.to(device), precision)
     dist.broadcast_model(net)
-    runner = _Runner(cfg, net, data, device, precision)
-    if resume and ckpt_path.exists():
-        runner.optimizer.load_state_dict(ck.train_state["optimizer"])
-        if runner.scaler is not None and ck.train_state.get("scaler"):
-            runner.scaler.load_state_dict(ck.train_state["scaler"])
-        if teacher_state is not None:
+    session.runner = runner = _Runner(cfg, net, data, device, precision)
+    if state:
+        runner.optimizer.load_state_dict(state["optimizer"])
+        if runner.scaler is not None and state.get("scaler"):
+            runner.scaler.load_state_dict(state["scaler"])
+        if state.get("teacher") is not None:
             runner.teacher = copy.deepcopy(net)
-            runner.teacher.load_state_dict(teacher_state)
+            runner.teacher.load_state_dict(state["teacher"])
             runner.teacher.eval().requires_grad_(False)
-    log = _Log(out, cfg.tensorboard, start_step if resume else None)
-    last = total if cfg.max_steps is None else min(total, cfg.max_steps)
-    bar = None
-    if cfg.progress and dist.rank() == 0:
-        from ..progress import progress as tqdm
+    return session
 
-        bar = tqdm(total=last, initial=min(start_step, last), desc=f"{cfg.method}", unit="step",
-                   dynamic_ncols=True)
+
+def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None) -> TrainResult:
+    """Train a SuperNet with `cfg.method`; checkpoints and logs go to `cfg.out`."""
+    session = prepare(cfg, resume=resume, data=data)
+    run, net, data, device = session.run, session.net, session.data, session.device
+    out, ckpt_path = run.out, run.path
+    if session.done is not None:
+        return TrainResult(net, out, session.done)
+    runner, loader, plan_step = session.runner, session.loader, session.plan_step
+    spe = len(loader)
+    total = cfg.epochs * spe
+    train_macs, final_state = session.train_macs, session.final_state
+    history = run.history
 
     def checkpoint(step: int) -> None:
         state = {
             "step": step, "epoch": step // spe, "steps_per_epoch": spe, "total_steps": total,
             "config": cfg.to_dict(), "optimizer": runner.optimizer.state_dict(),
-            "history": history, "train_macs": train_macs, "wall_s": wall,
+            "history": history, "train_macs": train_macs, "wall_s": run.wall_s,
             "teacher": runner.teacher.state_dict() if runner.teacher is not None else None,
             "scaler": runner.scaler.state_dict() if runner.scaler is not None else None,
         }
         final_state.update(state)
-        if dist.rank() == 0:
+        if run.primary:
             save_checkpoint(ckpt_path, net, train_state=state, meta={"method": cfg.method})
         dist.barrier()
 
-    step = start_step
+    run.start(total=total, steps_per_epoch=spe, max_steps=cfg.max_steps, desc=cfg.method,
+              progress=cfg.progress, tensorboard=cfg.tensorboard)
     epoch_macs = 0.0
-    t_start = time.perf_counter()
-    wall_base = wall
     try:
-        while step < last:
-            epoch, batch_in_epoch = divmod(step, spe)
-            loader.set_epoch(epoch, start_batch=batch_in_epoch)
-            for x, y in loader:
-                plan = plan_step(step, total, net.space, random.Random(step_seed(cfg.seed, step)))
-                loss, spent = runner.run(plan, x, y, step)
-                train_macs += spent
-                epoch_macs += spent
-                wall = wall_base + time.perf_counter() - t_start
-                step += 1
-                log.write({"kind": "train", "step": step, "epoch": epoch, "phase": plan.phase,
+        for b in run.batches(loader):
+            plan = plan_step(b.step, total, net.space, random.Random(step_seed(cfg.seed, b.step)))
+            loss, spent = runner.run(plan, b.x, b.y, b.step)
+            train_macs += spent
+            epoch_macs += spent
+            step = run.advance(loss=f"{loss:.3f}", lr=f"{plan.lr:.4f}", phase=plan.phase,
+                               beta=f"{plan.beta:.2f}")
+            run.log.write({"kind": "train", "step": step, "epoch": b.epoch, "phase": plan.phase,
                            "loss": loss, "lr": plan.lr, "beta": plan.beta,
-                           "subnets": len(plan.tasks), "train_macs": train_macs, "wall_s": wall})
-                if bar is not None:
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{plan.lr:.4f}", phase=plan.phase,
-                                    beta=f"{plan.beta:.2f}")
-                    bar.update(1)
-                end_of_epoch = step % spe == 0
-                if cfg.save_every_steps and step % cfg.save_every_steps == 0 and not end_of_epoch:
-                    checkpoint(step)
-                if end_of_epoch or step >= last:
-                    break
-            if step % spe == 0 or step >= last:
+                           "subnets": len(plan.tasks), "train_macs": train_macs,
+                           "wall_s": run.wall_s})
+            end_of_epoch = step % spe == 0
+            if run.save_due(cfg.save_every_steps) and not end_of_epoch:
+                checkpoint(step)
+            if run.epoch_done:
                 dist.sync_buffers(net)
                 record = {"kind": "epoch", "step": step, "epoch": (step - 1) // spe,
-                          "epoch_train_macs": epoch_macs, "train_macs": train_macs, "wall_s": wall}
+                          "epoch_train_macs": epoch_macs, "train_macs": train_macs,
+                          "wall_s": run.wall_s}
                 if cfg.eval_every and (step // spe) % cfg.eval_every == 0 and step < total:
                     record.update(_corner_eval(net, data, device))
-                history.append(record)
-                log.write(record)
+                run.record_epoch(record)
                 epoch_macs = 0.0
                 checkpoint(step)
     finally:
-        if bar is not None:
-            bar.close()
+        run.end_progress()
+    step, wall = run.step, run.wall_s
     summary: dict[str, Any] = {"method": cfg.method, "steps": step, "total_steps": total,
                                "epochs": cfg.epochs, "train_macs": train_macs, "wall_s": wall,
                                "train_images": len(data.train), "calib_images": len(data.calib),
                                "test_images": len(data.test),
                                "history": history, "config": cfg.to_dict()}
-    if step >= total and dist.rank() == 0:
+    if step >= total and run.primary:
         subnets = evaluation_subnets(net, cfg.eval_spread, cfg.eval_seed)
         rows = evaluate_subnets(net, subnets, data, device=device, progress=cfg.progress)
         summary["eval"] = rows
@@ -361,9 +318,9 @@ def train(cfg: TrainConfig, *, resume: bool = False, data: Dataset | None = None
         # Same training state, now with every evaluated SubNet's own BN statistics.
         save_checkpoint(ckpt_path, net, train_state=final_state, meta={"method": cfg.method})
         (out / "results.json").write_text(json.dumps(summary, indent=1))
-        log.write({"kind": "final", **{k: v for k, v in summary.items()
-                                       if k not in ("eval", "history", "config")}})
-    log.close()
+        run.log.write({"kind": "final", **{k: v for k, v in summary.items()
+                                           if k not in ("eval", "history", "config")}})
+    run.close()
     dist.barrier()
     return TrainResult(net, out, summary)
 

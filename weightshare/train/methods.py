@@ -20,6 +20,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from ..registry import Registry
 from ..space import SearchSpace, SubnetConfig
 from .samplers import SAMPLERS, restrict, sandwich
 from .schedules import (
@@ -137,25 +138,22 @@ def plan_compofa(s: MethodSettings) -> Planner:
     return _plan_progressive(COMPOFA_PHASES, s)
 
 
-METHODS: dict[str, Callable[[MethodSettings], Planner]] = {
-    "deps": plan_deps,
-    "ofa": plan_ofa,
-    "bignas": plan_bignas,
-    "compofa": plan_compofa,
-    "full": plan_full,
-}
+# A new training method: a planner factory here (or anywhere, with METHODS.add), and its
+# paper epoch budget below; the shared loop, tests and `weightshare train` pick it up.
+METHODS: Registry[Callable[[MethodSettings], Planner]] = Registry("training method")
+for _name, _planner in (("deps", plan_deps), ("ofa", plan_ofa), ("bignas", plan_bignas),
+                        ("compofa", plan_compofa), ("full", plan_full)):
+    METHODS.add(_name, _planner)
 
 # Relative epoch budgets of the papers (DepS 270 : BigNAS 400 : OFA 605 : CompOFA 330).
 PAPER_EPOCHS = {"deps": 270, "bignas": 400, "ofa": 605, "compofa": 330, "full": 180}
 
 
 def method_names() -> list[str]:
-    return sorted(METHODS)
+    return METHODS.names()
 
 
 def make_method(name: str, settings: MethodSettings) -> Planner:
-    if name not in METHODS:
-        raise ValueError(f"unknown training method {name!r}; choose from {method_names()}")
-    if settings.sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {settings.sampler!r}; choose from {sorted(SAMPLERS)}")
-    return METHODS[name](settings)
+    planner = METHODS.get(name)
+    SAMPLERS.get(settings.sampler)  # fail now, not at the first step
+    return planner(settings)

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
+
 __all__ = ["AMP_MODES", "Precision", "resolve_precision", "to_memory_format"]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
@@ -62,12 +64,12 @@ def resolve_precision(device: torch.device, amp: str = "auto",
                       channels_last: bool = True) -> Precision:
     """The autocast dtype and memory format for `device` (see the module docstring)."""
     if amp not in AMP_MODES:
-        raise ValueError(f"amp={amp!r}; choose from {list(AMP_MODES)}")
+        raise ConfigError(f"amp={amp!r}; choose from {list(AMP_MODES)}")
     kind = device.type
     if amp == "auto":
         amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if kind == "cuda" else "off"
     if amp == "fp16" and kind == "cpu":
-        raise ValueError("amp=fp16 needs a CUDA device; use amp=bf16 or amp=off on CPU")
+        raise ConfigError("amp=fp16 needs a CUDA device; use amp=bf16 or amp=off on CPU")
     dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[amp]
     return Precision(kind, dtype, channels_last)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from ..registry import Registry
 from ..space import SearchSpace, SubnetConfig
 
 __all__ = ["SAMPLERS", "sample_uniform", "sample_compound", "sandwich", "restrict", "coupled_expand"]
@@ -41,18 +42,16 @@ def sample_compound(space: SearchSpace, rng: random.Random) -> SubnetConfig:
     return SubnetConfig(depths, expands, kernels, widths, res)
 
 
-SAMPLERS: dict[str, Callable[[SearchSpace, random.Random], SubnetConfig]] = {
-    "uniform": sample_uniform,
-    "compound": sample_compound,
-}
+Sampler = Callable[[SearchSpace, random.Random], SubnetConfig]
+SAMPLERS: Registry[Sampler] = Registry("sampler")
+SAMPLERS.add("uniform", sample_uniform)
+SAMPLERS.add("compound", sample_compound)
 
 
 def sandwich(space: SearchSpace, rng: random.Random, num_random: int = 2,
              sampler: str = "uniform") -> list[SubnetConfig]:
     """The sandwich rule: largest, smallest, then `num_random` sampled SubNets."""
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}; choose from {sorted(SAMPLERS)}")
-    draw = SAMPLERS[sampler]
+    draw = SAMPLERS.get(sampler)
     return [space.largest(), space.smallest(), *(draw(space, rng) for _ in range(num_random))]
 
 

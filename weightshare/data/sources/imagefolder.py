@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ...errors import ConfigError
 from ..catalog import DATA_ENV_VAR, channel_stats, env_dir, register_dataset
 from ..containers import DatasetError, DataWarning, FileSet, ImageSet, RawDataset, StreamSettings
 from ..seeds import TAG_HOLDOUT, TAG_STATS, mix
@@ -104,7 +105,7 @@ def _split_items(base: Path, seed: int, holdout: float
             raise DatasetError(f"{eval_dir}: classes {unknown} have no train folder")
         return classes, train_items, [(p, index[c]) for c, ps in eval_files.items() for p in ps]
     if not 0.0 < holdout < 1.0:
-        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+        raise ConfigError(f"holdout must be in (0, 1), got {holdout}")
     rng = np.random.default_rng(mix(seed, TAG_HOLDOUT))
     train_items, test_items = [], []
     # Per class, so every class with >= 2 images is represented in both splits.
@@ -163,9 +164,9 @@ def _build_imagefolder(
             f"--data-dir / set {DATA_ENV_VAR}."
         )
     if image_size < 1:
-        raise ValueError(f"image_size must be >= 1, got {image_size}")
+        raise ConfigError(f"image_size must be >= 1, got {image_size}")
     if (mean is None) != (std is None):
-        raise ValueError("give both mean and std, or neither")
+        raise ConfigError("give both mean and std, or neither")
     classes, train_items, test_items = _split_items(base, seed, holdout)
     if stream is None:
         # An upper bound (3 channels): deciding must not read a million headers.

@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ...errors import ConfigError
 from ..catalog import register_dataset
 from ..containers import ImageSet, RawDataset
 from ..seeds import TAG_SYNTHETIC, mix
@@ -34,7 +35,7 @@ def _build_synthetic(
     """
     del root
     if min(n_train, n_test, image_size, in_channels) < 1 or num_classes < 2:
-        raise ValueError(
+        raise ConfigError(
             "synthetic needs n_train, n_test, image_size, in_channels >= 1 and num_classes >= 2"
         )
     gen = torch.Generator().manual_seed(mix(seed, TAG_SYNTHETIC))
