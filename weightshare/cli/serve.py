@@ -136,6 +136,28 @@ def serve(
     ort_memory_budget_mb: ServeOrtBudgetOpt = None,
     ort_cache_dir: ServeOrtCacheOpt = None,
     keep_dominated: ServeKeepDominatedOpt = False,
+    engine: Annotated[str, typer.Option(
+        "--engine", metavar="local|ray",
+        help="local: this one process. ray: Ray Serve replicas behind Ray's proxy on "
+        "--host/--port (the same endpoints), each with the whole stack and its own SlackFit "
+        "queue; Ray health-checks and replaces them.")] = "local",
+    replicas: Annotated[int, typer.Option("--replicas", min=1,
+                                          help="Ray replicas (--engine ray).")] = 1,
+    autoscale: Annotated[str | None, typer.Option(
+        "--autoscale", metavar="MIN,MAX",
+        help="Let Ray scale between MIN and MAX replicas on --target-ongoing (--engine ray; "
+        "overrides --replicas).")] = None,
+    target_ongoing: Annotated[float, typer.Option(
+        "--target-ongoing", min=0.001,
+        help="Requests in flight per replica Ray's autoscaler aims at.")] = 16.0,
+    router: Annotated[str, typer.Option(
+        "--router", metavar="slack-aware|default",
+        help="How Ray picks a replica: slack-aware (least expected wait in ms) or Ray's "
+        "default power of two choices on queue length.")] = "slack-aware",
+    pin_cores: Annotated[str | None, typer.Option(
+        "--pin-cores", metavar="0,1,...",
+        help="Cores Ray replicas pin themselves to, one per core while free (--engine ray).")
+    ] = None,
 ) -> None:
     """Serve a checkpoint over the Open Inference Protocol (KServe v2 / Triton HTTP): one
     SuperNet in memory, the SubNet and batch size chosen per batch by the policy (SlackFit by
@@ -152,9 +174,13 @@ def serve(
     Requests may set "parameters": {"slo_ms": 50}; answers say which SubNet served them.
     Ctrl-C drains in-flight requests, then exits. Subcommands: profile, simulate, runtime.
 
+    Scale out (--engine ray): N Ray Serve replicas (or --autoscale MIN,MAX), each holding
+    the stack with --threads (default 1) threads, behind the same endpoints.
+
     Example:
 
         weightshare serve --checkpoint runs/deps/checkpoint.pt --executor auto --slo-ms 100
+        weightshare serve -c runs/deps/checkpoint.pt --engine ray --replicas 2
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -184,6 +210,14 @@ def serve(
         ort_cache_dir=str(ort_cache_dir) if ort_cache_dir else None,
         keep_dominated=keep_dominated, show_progress=True)
     chosen_policy = make_policy(policy)
+    if engine != "local":
+        _serve_on_engine(engine, cfg, ServerConfig(
+            model_name=model_name, slo_ms=slo_ms, max_request_batch=max_batch, token=token,
+            info={"checkpoint": str(checkpoint), "executor": executor, "engine": engine}),
+            replicas=replicas, autoscale=autoscale, target_ongoing=target_ongoing,
+            router=router, pin_cores=pin_cores, host=host, port=port, threads=threads,
+            queue_size=queue_size)
+        return
     net = load_checkpoint(checkpoint).supernet
     metrics = ServeMetrics()
     slot = WorkerSlot(stage="loading the deployment")
@@ -242,6 +276,26 @@ def serve(
             stack.close()
     if slot.error is not None:
         fail("the server stopped: its startup failed (error above)")
+
+
+def _serve_on_engine(engine: str, cfg: Any, server_cfg: Any, *, replicas: int,
+                     autoscale: str | None, pin_cores: str | None, threads: int | None,
+                     **kw: Any) -> None:
+    """`serve --engine ray`: Ray Serve replicas (weightshare.serve.ray_engine)."""
+    if engine != "ray":
+        fail(f"unknown --engine {engine!r}; choose local or ray")
+    try:
+        from ..serve.ray_engine import RayEngineConfig, parse_autoscale, serve_forever
+    except ImportError as err:
+        fail(f"--engine ray needs Ray Serve: pip install 'weightshare[ray]' ({err})")
+    try:
+        cores = tuple(int(c) for c in pin_cores.split(",")) if pin_cores else ()
+    except ValueError:
+        fail(f"--pin-cores must be core numbers separated by commas, got {pin_cores!r}")
+    serve_forever(cfg, server_cfg, RayEngineConfig(
+        replicas=replicas, autoscale=parse_autoscale(autoscale) if autoscale else None,
+        target_ongoing_requests=kw.pop("target_ongoing"), threads=threads or 1,
+        pin_cores=cores, **kw), log=_log)
 
 
 @serve_app.command("serving-profile")
