@@ -395,7 +395,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="smoke run: a few steps, a data subset")
     p.add_argument("--models", nargs="+", default=list(USER_MODELS), choices=list(USER_MODELS))
-    p.add_argument("--epochs", type=int, default=6, help="epochs of the original training")
+    p.add_argument("--epochs", type=int, default=12, help="epochs of the original training")
     p.add_argument("--train-subset", type=int, default=8000,
                    help="training images (of 58,000; one shared CPU core sets the size)")
     p.add_argument("--test-subset", type=int, default=3000)
@@ -405,7 +405,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--num-random", type=int, default=1)
     p.add_argument("--spread", type=int, default=6)
-    p.add_argument("--width", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
+    p.add_argument("--width", type=float, nargs="+", default=[0.5, 0.75, 1.0])
     p.add_argument("--out", default=str(RESULTS_DIR))
     args = p.parse_args()
     torch.set_num_threads(1)

@@ -180,3 +180,8 @@ def trained_like(model: nn.Module, seed: int = 0) -> nn.Module:
 def resnet_small() -> nn.Module:
     """For `weightshare convert tests.convert_models:resnet_small` (1 x 28 x 28 input)."""
     return trained_like(ResNet())
+
+
+def resnet_tiny() -> nn.Module:
+    """A fast ResNet for training tests (28 x 28 x 1 input, 10 classes)."""
+    return trained_like(ResNet(widths=(8, 16, 16)))

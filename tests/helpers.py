@@ -27,6 +27,25 @@ def randomize(net: ws.SuperNet, seed: int = 0) -> ws.SuperNet:
     return net.eval()
 
 
+def converted_net(seed: int = 0) -> ws.SuperNet:
+    """The 'converted' SuperNet of a MobileNetV3-style test model (SE, elastic kernels 3/5)."""
+    from convert_models import MobileNet, trained_like
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = trained_like(MobileNet(se=True, k=5, act=nn.Hardswish), seed)
+    net = ws.convert(model, torch.randn(2, 1, 28, 28), width=(0.5, 0.75, 1.0), kernel=(3, 5))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # non-identity kernel transforms, so kernel slicing bugs show
+        for m in net.modules():
+            if isinstance(m, ws.convert.supernet.ElasticConv):
+                for p in m.transforms.values():
+                    p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    return net.eval()
+
+
 def build(name: str, seed: int = 0) -> ws.SuperNet:
+    if name == "converted":  # made from a model by weightshare.convert, not from defaults
+        return randomize(converted_net(seed), seed)
     torch.manual_seed(seed)
     return randomize(ws.create_supernet(name, **TEST_KWARGS.get(name, {})), seed)

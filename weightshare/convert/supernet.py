@@ -193,9 +193,24 @@ class ConvertedSuperNet(SuperNet):
             elif op["kind"] == "linear":
                 self.layers[str(i)] = ElasticLinear(a["in"], a["out"], a["bias"])
         self.classifier_op = len(s.ops) - 1 if s.ops[-1]["kind"] == "linear" else None
-        self.seg_slot = {seg: k for k, slot in enumerate(s.slots) for seg in slot["segments"]}
         self.block_slots = {k for unit in s.units for k in unit}
         self._plans: dict[SubnetConfig, _Plan] = {}
+        # Per slot: its kernel-elastic convs; per conv/BN/linear: what its cost needs.
+        # Precomputed, so cost() is a short loop (searches call it ~100k times).
+        self._slot_kernel_ops = [
+            [i for seg in slot["segments"] for i in s.segments[seg]
+             if s.ops[i]["kind"] == "conv" and s.ops[i]["attrs"].get("kernel_choices")]
+            for slot in s.slots]
+        seg_of = {i: n for n, seg in enumerate(s.segments) for i in seg}
+        self._cost_ops = []
+        for i, op in enumerate(s.ops):
+            if op["kind"] in ("conv", "bn", "linear"):
+                src = op["inputs"][0]
+                a = op["attrs"]
+                self._cost_ops.append((
+                    seg_of[i], op["kind"], i, op["group"], s.ops[src]["group"] if src >= 0 else -1,
+                    op["shape"][1] * op["shape"][2] if op["kind"] == "conv" else 1,
+                    a.get("depthwise", False), a.get("bias", False), a.get("k", 1)))
         self._finish_init()
 
     # ------------------------------------------------------------------- plans
@@ -221,13 +236,11 @@ class ConvertedSuperNet(SuperNet):
                 widths[gid] = channels(s.groups[gid]["size"], r)
         skipped = {seg for slot in self.block_slots - set(active)
                    for seg in s.slots[slot]["segments"]}
-        kernels = {}
-        for slot, k in kernel.items():
-            for seg in s.slots[slot]["segments"]:
-                for i in s.segments[seg]:
-                    if s.ops[i]["kind"] == "conv" and s.ops[i]["attrs"].get("kernel_choices"):
-                        kernels[i] = k
+        kernels = {i: self.layers[str(i)].effective_kernel(k) for slot, k in kernel.items()
+                   for i in self._slot_kernel_ops[slot]}
         plan = _Plan(tuple(widths), kernels, frozenset(skipped), tuple(active))
+        if len(self._plans) > 4096:  # random SubNets in training: keep the cache bounded
+            self._plans.clear()
         self._plans[subnet] = plan
         return plan
 
@@ -303,27 +316,23 @@ class ConvertedSuperNet(SuperNet):
     # -------------------------------------------------------------------- cost
     def _cost(self, subnet: SubnetConfig, resolution: int) -> Cost:
         plan = self._plan(subnet)
-        s = self.structure
+        widths, skipped, cin0 = plan.widths, plan.skipped, self.in_channels
         macs = params = 0
-        for n, seg in enumerate(s.segments):
-            if n in plan.skipped:
+        for seg, kind, i, group, in_group, hw, depthwise, bias, k0 in self._cost_ops:
+            if seg in skipped:
                 continue
-            for i in seg:
-                op = s.ops[i]
-                kind, a = op["kind"], op["attrs"]
-                out = plan.widths[op["group"]]
-                if kind == "conv":
-                    k = self.layers[str(i)].effective_kernel(plan.kernels.get(i))
-                    cin = 1 if a["depthwise"] else self._in_width(plan, op)
-                    w = out * cin * k * k
-                    macs += w * op["shape"][1] * op["shape"][2]
-                    params += w + (out if a["bias"] else 0)
-                elif kind == "bn":
-                    params += 2 * out
-                elif kind == "linear":
-                    w = out * self._in_width(plan, op)
-                    macs += w
-                    params += w + (out if a["bias"] else 0)
+            out = widths[group]
+            if kind == "bn":
+                params += 2 * out
+                continue
+            cin = 1 if depthwise else (widths[in_group] if in_group >= 0 else cin0)
+            if kind == "conv":
+                k = plan.kernels.get(i, k0)
+                w = out * cin * k * k
+            else:
+                w = out * cin
+            macs += w * hw
+            params += w + (out if bias else 0)
         return Cost(int(macs), int(params))
 
     # -------------------------------------------------------------- reordering
