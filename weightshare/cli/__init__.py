@@ -3,8 +3,8 @@
 `core` holds the application, the shared options and helpers and the
 foundation / training commands; each other module adds one area's commands
 to the same `app` when imported: `search` (specialize), `serve` (serving and
-load tests), `accel` (small accelerators), `convert` (a user's own model). See `core`'s docstring for how to
-add a command.
+load tests), `accel` (small accelerators), `convert` (a user's own model).
+See `core`'s docstring for how to add a command.
 """
 
 from . import accel, convert, fed, quant, search, serve  # noqa: F401  (register commands)
