@@ -239,3 +239,13 @@ def test_answers_encode_the_logits_exactly(binary):
     assert meta["id"] == "req-7" and meta["parameters"] == {"subnet": "s0"}
     assert meta["outputs"][0]["shape"] == [3, 10]
     assert np.array_equal(got, logits.numpy())
+
+
+def test_a_negative_switch_time_from_a_noisy_profile_costs_nothing():
+    from dataclasses import replace
+
+    prof = replace(make_profile(), switch_us=-1500.0)  # what a noisy machine can measure
+    trace = Trace(tuple(i * 0.0005 for i in range(200)), "busy", {"duration": 0.1})
+    r = simulate(make_policy("slackfit"), prof, trace, SimConfig(slo_ms=5))
+    assert len({o.subnet for o in r.outcomes if o.subnet}) == 2  # it did switch
+    assert all(o.finish is None or o.finish >= o.arrival for o in r.outcomes)

@@ -108,7 +108,8 @@ class SimBackend:
             assert decision.subnet is not None
             t += self._ensure(decision.subnet)
             if self.kind == "subnetact" and self.last not in (None, decision.subnet):
-                t += (self.profile.switch_us or 0.0) / 1e6
+                # A switch measured below zero is timing noise: it cannot give time back.
+                t += max(0.0, self.profile.switch_us or 0.0) / 1e6
             self.last = decision.subnet
             ms = self.profile.latency_ms(decision.subnet, decision.batch_size, self.exec_stat)
             t += ms / 1000.0 * self._noise()
