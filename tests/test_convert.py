@@ -236,11 +236,17 @@ def test_train_from_converted_then_frontier_and_export(converted):
     built = build_supernet(cfg, data)
     assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(),
                                                  built.state_dict().values(), strict=True))
-    result = train(cfg)
+    res = json.loads(ok("train", "--method", "deps", "--from", converted["ck"], "--epochs", "1",
+                        "--out", d / "run", "--set", "shrink_at=0", "--set", "dataset=synthetic",
+                        "--set", "dataset_args={n_train: 160, n_test: 64}", "--set",
+                        "calib_size=32", "--set", "batch_size=32", "--set", "eval_spread=1",
+                        "--set", "device=cpu", "--set", "amp=off", "--set", "tensorboard=false",
+                        "--json").stdout)
     log = [json.loads(line) for line in (d / "run" / "log.jsonl").read_text().splitlines()]
     assert log[0]["phase"] == "shrink"  # no "largest alone" phase on a pretrained start
-    assert result.summary["eval"] and result.supernet.name == "converted"
+    assert res["eval"] and res["config"]["init_from"] == str(converted["ck"])
     ck = d / "run" / "checkpoint.pt"
+    assert load_checkpoint(ck).supernet.name == "converted"
     ok("predictor", "fit", "-c", ck, "--samples", "8", "--epochs", "3")
     front = d / "frontier.json"
     ok("frontier", "-c", ck, "-o", front, "--population", "8", "--generations", "2", "--no-save")

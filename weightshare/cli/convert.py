@@ -104,6 +104,12 @@ def convert_command(
     structure as data and loads without your class, so every other command takes
     it: train --from, evaluate, frontier, search, export, serve.
 
+    Supported layers: Conv2d (dense or depthwise), BatchNorm2d, Linear, ReLU/ReLU6/
+    Hardswish/Hardsigmoid/SiLU/Sigmoid/GELU/Tanh, Dropout, Max/AvgPool2d, residual
+    adds, squeeze-excite gates (x * gate), global average pooling, flatten. Elastic
+    depth needs the runs of skippable blocks to share a length (one depth range
+    for all units); the command says when it had to keep depth fixed.
+
     Example:
 
         weightshare convert mymodels:resnet --weights resnet.pt -o resnet_ws.pt
