@@ -329,7 +329,8 @@ def info_epochs(steps: int, batch: int, data) -> float:
     return steps * batch / len(data.train)
 
 
-def report(models: list[dict[str, Any]], args, elapsed: float) -> None:
+def report(models: list[dict[str, Any]], args, elapsed: float, name: str = "convert",
+           parts: list[str] | None = None) -> None:
     rows = []
     for m in models:
         o = m["original"]
@@ -359,10 +360,28 @@ def report(models: list[dict[str, Any]], args, elapsed: float) -> None:
             f"Goals: {m['goals']}.")
     notes.append(f"\nTotal wall time {elapsed / 60:.1f} min. From-scratch SubNets share the "
                  "converted path's total training MACs (original + shrink) equally.")
-    write_results("convert", {"models": models, "quick": args.quick, "settings": vars(args)},
-                  table, args.out, title="Bring your own model: convert + DepS vs from scratch",
+    payload: dict[str, Any] = {"models": models, "quick": args.quick, "settings": vars(args),
+                               "elapsed_s": elapsed}
+    if parts:
+        payload["parts"] = parts
+        notes.append("Combined from runs made side by side: " + "; ".join(parts))
+    write_results(name, payload, table, args.out,
+                  title="Bring your own model: convert + DepS vs from scratch",
                   notes="\n".join(notes))
-    plot(models, Path(args.out) / "convert.png")
+    plot(models, Path(args.out) / f"{name}.png")
+
+
+def combine(paths: list[str], args) -> None:
+    """One convert.{json,md,png} from per-model runs made in parallel (--tag)."""
+    import json
+
+    models, parts, elapsed = [], [], 0.0
+    for path in paths:
+        doc = json.loads(Path(path).read_text())
+        models += doc["models"]
+        parts.append(f"`{doc['command']}` ({doc['timestamp']})")
+        elapsed = max(elapsed, doc.get("elapsed_s", 0.0))
+    report(models, args, elapsed, parts=parts)
 
 
 def plot(models: list[dict[str, Any]], path: Path) -> None:
@@ -407,7 +426,13 @@ def main() -> None:
     p.add_argument("--spread", type=int, default=6)
     p.add_argument("--width", type=float, nargs="+", default=[0.5, 0.75, 1.0])
     p.add_argument("--out", default=str(RESULTS_DIR))
+    p.add_argument("--tag", help="write convert_TAG.* (a part run; see --combine)")
+    p.add_argument("--combine", nargs="+", metavar="JSON",
+                   help="merge part results into convert.{json,md,png} and exit")
     args = p.parse_args()
+    if args.combine:
+        combine(args.combine, args)
+        return
     torch.set_num_threads(1)
     t0 = time.perf_counter()
     data = load_dataset("fashion-mnist", calib_size=args.calib, seed=0,
@@ -419,7 +444,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ws_convert_") as tmp:
         for name in args.models:
             models.append(run_model(name, data, args, Path(tmp)))
-            report(models, args, time.perf_counter() - t0)
+            report(models, args, time.perf_counter() - t0,
+                   name=f"convert_{args.tag}" if args.tag else "convert")
     for m in models:
         print(f"{m['name']}: goals {m['goals']}")
 
