@@ -59,7 +59,7 @@ from weightshare.search import (  # noqa: E402
     random_search,
 )
 from weightshare.search.finetune import FinetuneConfig, finetune  # noqa: E402
-from weightshare.search.latency_table import measure_end_to_end  # noqa: E402
+from weightshare.search.latency_build import measure_end_to_end  # noqa: E402
 from weightshare.search.specialize import dataset_for, specialize_targets  # noqa: E402
 from weightshare.space import SubnetConfig  # noqa: E402
 from weightshare.train.evaluate import accuracy, recalibrate  # noqa: E402

@@ -33,15 +33,8 @@ from weightshare.search import (
     random_search,
     save_frontier,
 )
-from weightshare.search.latency_table import (
-    Layout,
-    _layers,
-    calibrate_latency_table,
-    covering_subnets,
-    fit_affine,
-    op_keys,
-    time_in_context,
-)
+from weightshare.search.latency_build import calibrate_latency_table, fit_affine, time_in_context
+from weightshare.search.latency_table import Layout, _layers, covering_subnets, op_keys
 from weightshare.search.predictor import (
     fit_and_save,
     holdout_split,

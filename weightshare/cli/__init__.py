@@ -7,7 +7,7 @@ load tests), `accel` (small accelerators), `convert` (a user's own model).
 See `core`'s docstring for how to add a command.
 """
 
-from . import accel, convert, fed, quant, search, serve  # noqa: F401  (register commands)
+from . import accel, convert, fed, latency, quant, search, serve  # noqa: F401  (register commands)
 from .core import (
     USER_ERRORS,
     app,

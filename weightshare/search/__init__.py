@@ -1,7 +1,8 @@
 """Specialize many: find the SubNet to ship for each target, with no more training.
 
 * `latency_table`: per-operator latency lookup tables measured on the user's
-  machine; a SubNet's latency is a sum of table entries.
+  machine; a SubNet's latency is a sum of table entries. `latency_build` times,
+  calibrates and checks them.
 * `predictor`: (SubNet, held-out accuracy) pairs measured once, an MLP (or
   linear) model fitted on them, saved beside the checkpoint.
 * `nsga`: NSGA-II (pymoo) over the space's integer genome, with the space's own
@@ -9,7 +10,7 @@
 * `targets`: named caps on latency / MACs / params, from YAML; infeasible ones
   are refused with the smallest achievable value.
 * `frontier`: the Pareto set re-measured (BN recalibration + test accuracy),
-  written as a plain JSON and a plot.
+  written (in `weightshare.deployment`'s frontier format) and plotted.
 * `specialize`: the glue the command line and benchmarks call.
 * `finetune`: a chosen SubNet trained a few epochs further with KD from the
   largest, written as a SuperNet checkpoint that `export` reads.
@@ -18,14 +19,13 @@
 from .common import SearchError, kendall_tau, mape
 from .finetune import FinetuneConfig, FinetuneResult, finetune, load_subnet_choice
 from .frontier import FrontierPoint, load_frontier, measure_frontier, plot_frontier, save_frontier
-from .latency_table import (
+from .latency_build import (
     LatencyCheck,
-    LatencyTable,
     build_latency_table,
     calibrate_latency_table,
     check_latency_table,
-    load_latency_table,
 )
+from .latency_table import LatencyTable, load_latency_table
 from .nsga import (
     Candidate,
     Evaluator,

@@ -140,7 +140,7 @@ def verify_pick(result: SearchResult, target: Target, *, measure_ms: MeasureMs |
 
 def latency_fn(net: SuperNet, table: Any, *, rounds: int = 3, runs: int = 30) -> MeasureMs:
     """End-to-end milliseconds of a SubNet on this machine, as the table's own check times it."""
-    from .latency_table import measure_end_to_end
+    from .latency_build import measure_end_to_end
 
     def fn(subnet: SubnetConfig) -> float:
         per_round = measure_end_to_end(net, [subnet], batch=table.batch, device=table.device,

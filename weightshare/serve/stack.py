@@ -5,7 +5,8 @@
 
 1. load the checkpoint once, and the per-SubNet BN statistics and test
    accuracies earlier starts wrote beside it (`CKPT.subnet-stats.pt`, keyed by
-   the checkpoint's SHA-256), so a second start recalibrates nothing;
+   the checkpoint's SHA-256; `weightshare.serve.subnet_stats`), so a second start
+   recalibrates nothing;
 2. reuse the saved profile (default `CKPT.profile.json`) when it matches the
    checkpoint's SHA-256, the thread count, the batch limit, this machine and
    the candidate SubNets -- its deployed SubNets and accuracies come with it;
@@ -30,7 +31,6 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,6 +52,7 @@ from .runtime import (
     choose_deployment,
     prepare_deployment,
 )
+from .subnet_stats import default_stats_path, load_subnet_stats, save_subnet_stats
 
 __all__ = [
     "Stack",
@@ -64,79 +65,14 @@ __all__ = [
     "save_subnet_stats",
 ]
 
-STATS_FORMAT = "weightshare-subnet-stats"
-
-
 def default_profile_path(checkpoint: str | os.PathLike) -> Path:
     p = Path(checkpoint)
     return p.with_name(p.name + ".profile.json")
 
 
-def default_stats_path(checkpoint: str | os.PathLike) -> Path:
-    p = Path(checkpoint)
-    return p.with_name(p.name + ".subnet-stats.pt")
-
-
 def default_ort_cache_dir(checkpoint: str | os.PathLike) -> Path:
     p = Path(checkpoint)
     return p.with_name(p.name + ".onnxruntime")
-
-
-# ------------------------------------------------- recalibration results beside the ckpt
-def load_subnet_stats(net: Any, path: Path, sha256: str, dataset_key: str,
-                      log: Callable[[str], None] = lambda _: None) -> dict[SubnetConfig, float]:
-    """Give `net` the BN statistics an earlier start recalibrated (for SubNets it lacks) and
-    return the test accuracies measured on `dataset_key`. A file for other weights is ignored;
-    a corrupt one is ignored with a warning (it is rewritten on the next measurement)."""
-    if not path.is_file():
-        return {}
-    try:
-        doc = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(doc, dict) or doc.get("format") != STATS_FORMAT:
-            raise ValueError(f"no 'format': {STATS_FORMAT!r}")
-        if doc.get("checkpoint_sha256") != sha256:
-            log(f"{path.name} is for other weights: ignored")
-            return {}
-        accs: dict[SubnetConfig, float] = {}
-        for entry in doc["subnets"]:
-            cfg = SubnetConfig.from_json(entry["subnet"])
-            if cfg not in net.subnet_norms and entry.get("stats"):
-                net.set_subnet_stats(cfg, {k: (m, v) for k, (m, v) in entry["stats"].items()})
-            acc = (entry.get("acc") or {}).get(dataset_key)
-            if acc is not None:
-                accs[cfg] = float(acc)
-        return accs
-    except Exception as err:  # never let a stale side file stop the server
-        warnings.warn(f"{path} is unusable ({type(err).__name__}: {err}); ignoring it",
-                      stacklevel=2)
-        log(f"warning: {path} is unusable ({err}); recalibrating instead")
-        return {}
-
-
-def save_subnet_stats(net: Any, path: Path, sha256: str, dataset_key: str,
-                      accs: dict[SubnetConfig, float]) -> Path:
-    """Write every SubNet's BN statistics on `net` and the accuracies, atomically."""
-    from ..checkpoint import atomic_torch_save
-
-    old: dict[str, dict[str, float]] = {}
-    if path.is_file():
-        try:
-            doc = torch.load(path, map_location="cpu", weights_only=True)
-            if doc.get("checkpoint_sha256") == sha256:
-                old = {e["subnet"]: dict(e.get("acc") or {}) for e in doc["subnets"]}
-        except Exception:
-            old = {}
-    entries = []
-    for cfg, stats in net.subnet_norms.items():
-        key = cfg.to_json()
-        acc = old.get(key, {})
-        if cfg in accs:
-            acc[dataset_key] = float(accs[cfg])
-        entries.append({"subnet": key, "acc": acc,
-                        "stats": {k: [m.detach().cpu(), v.detach().cpu()]
-                                  for k, (m, v) in stats.items()}})
-    return atomic_torch_save({"format": STATS_FORMAT, "checkpoint_sha256": sha256,
-                              "subnets": entries}, path)
 
 
 @dataclass(frozen=True)
@@ -443,9 +379,11 @@ def build_stack(cfg: StackConfig, log: Callable[[str], None] = lambda _: None,
             if cfg.save_stats:  # after each SubNet, so an interrupted start keeps its work
                 save_subnet_stats(net, stats_path, ident["sha256"], dkey, measured)
 
-        candidates = tuple(replace(d, name=f"c{i}") for i, d in enumerate(prepare_deployment(
-            net, pool, accs, dataset=dataset() if needs_data else None,
-            show_progress=cfg.show_progress, on_measured=write_back)))
+        prepared = prepare_deployment(net, pool, accs, dataset=dataset() if needs_data else None,
+                                      show_progress=cfg.show_progress, on_measured=write_back)
+        # Candidates are c0.. by MACs; the deployed ones are renamed s0.. after filtering.
+        candidates = tuple(replace(d, name=name) for name, d in
+                           name_by_macs(prepared, key=lambda d: d.macs, prefix="c"))
         # Every candidate is profiled once, and the frontier is read off that profile's
         # batch-1 medians: the same numbers the policy plans with, so the filter applied
         # again later (when an executor changes a SubNet's path) agrees with this one.
