@@ -46,7 +46,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +54,7 @@ from pathlib import Path
 import torch
 from common import REPO_ROOT, RESULTS_DIR, markdown_table, save_plot, write_results
 
+from weightshare.procs import run_json
 from weightshare.serve.loadgen import LoadConfig, run_load_sync
 from weightshare.serve.metrics import ServeMetrics
 from weightshare.serve.policies import make_policy
@@ -127,10 +127,8 @@ def rss_growth(kind: str, ckpt: str, store: ExtractedModelStore, names: list[str
 
     with open(store.dir / "skeletons.pkl", "wb") as f:
         pickle.dump(store.skeletons, f)
-    out = subprocess.run([sys.executable, "-c", _RSS_SNIPPET, kind, ckpt, str(store.dir),
-                          ",".join(names)], capture_output=True, text=True, check=True,
-                         timeout=120)
-    d = json.loads(out.stdout.strip().splitlines()[-1])
+    d = run_json([sys.executable, "-c", _RSS_SNIPPET, kind, ckpt, str(store.dir),
+                  ",".join(names)], timeout_s=120, what=f"the {kind} RSS probe")
     return d["after"] - d["base"]
 
 
