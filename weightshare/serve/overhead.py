@@ -141,7 +141,8 @@ def _request_bodies(input_shape: tuple[int, ...], seed: int = 0) -> dict[str, tu
     header = orjson.dumps({"inputs": [{"name": "input", "shape": list(x.shape),
                                        "datatype": "FP32",
                                        "parameters": {"binary_data_size": x.nbytes}}]})
-    return {"json": (make_payload(input_shape, 100.0, seed), None),
+    # A long SLO: a probe delayed by a busy machine must still be answered, not be a 504.
+    return {"json": (make_payload(input_shape, 60_000.0, seed), None),
             "binary": (header + x.tobytes(), str(len(header)))}
 
 
@@ -214,7 +215,8 @@ def _asgi_infer_ms(input_shape: tuple[int, ...], num_classes: int, body: bytes,
     policy, profile = _handoff_parts(num_classes)
     worker = InferenceWorker(_NullBackend(num_classes), policy, profile,
                              queue_capacity=None).start()
-    app = create_app(worker, input_shape, num_classes, ServerConfig(max_request_batch=1))
+    app = create_app(worker, input_shape, num_classes,
+                     ServerConfig(slo_ms=60_000.0, max_request_batch=1))
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
     if header_len is not None:
