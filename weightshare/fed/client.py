@@ -29,6 +29,7 @@ from flwr.clientapp import ClientApp
 from torch import Tensor
 
 from ..data import Dataset, ImageSet, Loader, load_dataset
+from ..errors import ConfigError
 from ..models import SuperNet, create_supernet
 from ..nn import ElasticBatchNorm2d
 from ..space import SubnetConfig
@@ -70,7 +71,7 @@ def client_partitions(cfg: FedConfig) -> list[Any]:
 
 def client_partition(cfg: FedConfig, partition_id: int) -> ImageSet:
     if not 0 <= partition_id < cfg.clients:
-        raise ValueError(f"partition-id {partition_id} is outside 0..{cfg.clients - 1} "
+        raise ConfigError(f"partition-id {partition_id} is outside 0..{cfg.clients - 1} "
                          f"(the run has {cfg.clients} clients)")
     return load_fed_dataset(cfg).train.subset(client_partitions(cfg)[partition_id])
 
@@ -115,7 +116,7 @@ def local_train(net: SuperNet, subnet: SubnetConfig, data: ImageSet, dataset: Da
     training MACs (3 x forward MACs per image) are spent, to the image.
     """
     if bn not in BN_MODES:
-        raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
+        raise ConfigError(f"bn must be one of {BN_MODES}, got {bn!r}")
     masks = subnet_masks(net, subnet)
     frozen: set[int] = set()
     if bn == "identity":

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from ..errors import ConfigError
+
 __all__ = ["FedConfig", "MODES", "BN_MODES", "WEIGHTINGS"]
 
 # superfednas: weight-shared SubNets per client; fedavg: every client trains `subnet`.
@@ -66,29 +68,29 @@ class FedConfig:
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+            raise ConfigError(f"mode must be one of {MODES}, got {self.mode!r}")
         for name in ("clients", "per_round", "rounds", "local_epochs", "batch_size", "eval_every"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.per_round > self.clients:
-            raise ValueError(f"per_round ({self.per_round}) cannot exceed clients ({self.clients})")
+            raise ConfigError(f"per_round ({self.per_round}) cannot exceed clients ({self.clients})")
         if self.alpha <= 0:
-            raise ValueError(f"alpha must be > 0, got {self.alpha}")
+            raise ConfigError(f"alpha must be > 0, got {self.alpha}")
         if not 0 < self.largest_start <= 1 or not 0 < self.decay_fraction <= 1:
-            raise ValueError("largest_start and decay_fraction must be in (0, 1]")
+            raise ConfigError("largest_start and decay_fraction must be in (0, 1]")
         if self.lr <= 0 or self.clip < 0:
-            raise ValueError("lr must be > 0 and clip >= 0 (0: no clipping)")
+            raise ConfigError("lr must be > 0 and clip >= 0 (0: no clipping)")
         if self.momentum < 0 or self.weight_decay < 0:
-            raise ValueError("momentum and weight_decay must be >= 0")
+            raise ConfigError("momentum and weight_decay must be >= 0")
         if self.bn not in BN_MODES:
-            raise ValueError(f"bn must be one of {BN_MODES}, got {self.bn!r}")
+            raise ConfigError(f"bn must be one of {BN_MODES}, got {self.bn!r}")
         if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
+            raise ConfigError(f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
         if not 0 <= self.min_nodes <= self.per_round:
-            raise ValueError(f"min_nodes must be in 0..per_round ({self.per_round}), "
+            raise ConfigError(f"min_nodes must be in 0..per_round ({self.per_round}), "
                              f"got {self.min_nodes}")
         if self.node_wait < 0 or self.reply_timeout <= 0:
-            raise ValueError("node_wait must be >= 0 and reply_timeout > 0")
+            raise ConfigError("node_wait must be >= 0 and reply_timeout > 0")
 
     @property
     def needed_nodes(self) -> int:

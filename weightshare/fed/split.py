@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
+from ..errors import ConfigError
+
 __all__ = ["dirichlet_split"]
 
 
@@ -32,15 +34,15 @@ def dirichlet_split(
     """
     y = labels.detach().cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
     if y.ndim != 1 or (y.size and (not np.issubdtype(y.dtype, np.integer) or y.min() < 0)):
-        raise ValueError("labels must be a 1-D array of non-negative integers")
+        raise ConfigError("labels must be a 1-D array of non-negative integers")
     if num_clients < 1 or alpha <= 0 or min_size < 0:
-        raise ValueError(
+        raise ConfigError(
             f"need num_clients >= 1, alpha > 0, min_size >= 0; got {num_clients}, {alpha}, "
             f"{min_size}"
         )
     n = len(y)
     if num_clients * min_size > n:
-        raise ValueError(f"{n} samples cannot give {num_clients} clients {min_size} each")
+        raise ConfigError(f"{n} samples cannot give {num_clients} clients {min_size} each")
     rng = np.random.default_rng(seed)
     by_class = [np.flatnonzero(y == c) for c in np.unique(y)]
     for _ in range(max_tries):
@@ -58,7 +60,7 @@ def dirichlet_split(
         clients = [np.sort(np.concatenate(p)).astype(np.int64) for p in parts]
         if min(len(c) for c in clients) >= min_size:
             return clients
-    raise ValueError(
+    raise ConfigError(
         f"no Dirichlet(alpha={alpha}) split gave all {num_clients} clients >= {min_size} "
         f"samples in {max_tries} tries; raise alpha, lower min_size or use fewer clients"
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..nn import (
     ConvBNAct,
     ElasticBatchNorm2d,
@@ -59,7 +60,7 @@ class OFAMobileNetV3(SuperNet):
     ) -> None:
         super().__init__()
         if len(unit_strides) != len(unit_widths):
-            raise ValueError("unit_strides and unit_widths need one value per unit")
+            raise ConfigError("unit_strides and unit_widths need one value per unit")
         self.num_classes, self.in_channels = num_classes, in_channels
         self.stem_stride, self.unit_strides = stem_stride, tuple(unit_strides)
         self.dropout_rate = dropout

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..errors import ConfigError
 from ..nn import (
     ConvBNAct,
     ElasticBatchNorm2d,
@@ -50,7 +51,7 @@ class OFAResNet(SuperNet):
     ) -> None:
         super().__init__()
         if len(stage_widths) != len(stage_strides):
-            raise ValueError("stage_widths and stage_strides need one value per stage")
+            raise ConfigError("stage_widths and stage_strides need one value per stage")
         self.num_classes, self.in_channels = num_classes, in_channels
         self.stage_strides = tuple(stage_strides)
         self.dropout_rate = dropout

@@ -59,7 +59,7 @@ def cost_key(name: str) -> str:
     try:
         return COSTS[name]
     except KeyError:
-        raise ValueError(f"unknown cost {name!r}; choose from {sorted(set(COSTS))}") from None
+        raise SearchError(f"unknown cost {name!r}; choose from {sorted(set(COSTS))}") from None
 
 
 @dataclass(frozen=True)
@@ -217,12 +217,12 @@ def _operators(space: SearchSpace, gene_prob: float):
 def _check_keys(evaluator: Evaluator, objective: str, constraints: Mapping[str, float]) -> None:
     for key in (objective, *constraints):
         if key not in ("macs", "params", "latency_ms"):
-            raise ValueError(f"unknown cost {key!r}; choose from macs, params, latency_ms")
+            raise SearchError(f"unknown cost {key!r}; choose from macs, params, latency_ms")
         if not evaluator.has(key):
-            raise ValueError(f"searching on {key} needs a latency table (--latency-table)")
+            raise SearchError(f"searching on {key} needs a latency table (--latency-table)")
     for key, limit in constraints.items():
         if not limit > 0:
-            raise ValueError(f"the limit on {key} must be > 0, got {limit}")
+            raise SearchError(f"the limit on {key} must be > 0, got {limit}")
 
 
 def nsga2_search(space: SearchSpace, evaluator: Evaluator, *, objective: str = "macs",
@@ -239,7 +239,7 @@ def nsga2_search(space: SearchSpace, evaluator: Evaluator, *, objective: str = "
     constraints = {cost_key(k): float(v) for k, v in (constraints or {}).items()}
     _check_keys(evaluator, objective, constraints)
     if pop_size < 2 or generations < 1:
-        raise ValueError(f"need pop_size >= 2 and generations >= 1, got {pop_size}, {generations}")
+        raise SearchError(f"need pop_size >= 2 and generations >= 1, got {pop_size}, {generations}")
     bounds = np.asarray(space.genome_bounds)
     start = evaluator.evaluations
     seen: dict[SubnetConfig, Candidate] = {}

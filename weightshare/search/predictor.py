@@ -107,7 +107,7 @@ def holdout_split(dataset: Dataset) -> tuple[Dataset, ImageSet]:
     """(dataset whose calib is the first half of calib, the second half): BN vs accuracy images."""
     n = len(dataset.calib)
     if n < 2:
-        raise ValueError(f"the calib split has {n} images; predictor labels need at least 2")
+        raise SearchError(f"the calib split has {n} images; predictor labels need at least 2")
     half = n // 2
     bn = dataclasses.replace(dataset, calib=dataset.calib.subset(range(half)))
     return bn, dataset.calib.subset(range(half, n))
@@ -159,7 +159,7 @@ def measure_samples(net: SuperNet, dataset: Dataset, n: int, path: str | os.Path
                     progress: bool = False) -> list[Sample]:
     """Make `path` hold `n` measured samples (reusing those already there) and return them."""
     if n < 1:
-        raise ValueError(f"--samples must be >= 1, got {n}")
+        raise SearchError(f"--samples must be >= 1, got {n}")
     path = Path(path)
     samples = read_samples(path, net.space)
     have = {s.subnet for s in samples}
@@ -321,12 +321,12 @@ def fit_predictor(samples: Sequence[Sample], space: SearchSpace, *, kind: str = 
                   supernet: dict[str, Any] | None = None) -> Predictor:
     """Fit on a seeded (1 - test_fraction) of `samples`; report RMSE and tau on the rest."""
     if kind not in (*KINDS, "auto"):
-        raise ValueError(f"unknown predictor kind {kind!r}; choose from {[*KINDS, 'auto']}")
+        raise SearchError(f"unknown predictor kind {kind!r}; choose from {[*KINDS, 'auto']}")
     if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+        raise SearchError(f"test_fraction must be in (0, 1), got {test_fraction}")
     n_test = max(2, int(round(len(samples) * test_fraction)))
     if len(samples) - n_test < 4:
-        raise ValueError(f"{len(samples)} samples are too few to fit and test a predictor "
+        raise SearchError(f"{len(samples)} samples are too few to fit and test a predictor "
                          "(need >= 6)")
     order = list(range(len(samples)))
     random.Random(seed).shuffle(order)

@@ -36,17 +36,17 @@ class Target:
 
     def __post_init__(self) -> None:
         if not str(self.name).strip():
-            raise ValueError("a target needs a non-empty name")
+            raise SearchError("a target needs a non-empty name")
         caps = [getattr(self, f) for f in _FIELDS]
         if all(c is None for c in caps):
-            raise ValueError(f"target {self.name!r} sets no limit; give at least one of "
+            raise SearchError(f"target {self.name!r} sets no limit; give at least one of "
                              f"{', '.join(_FIELDS)}")
         for f in _FIELDS:
             v = getattr(self, f)
             if v is not None:
                 v = float(v)
                 if not v > 0:
-                    raise ValueError(f"target {self.name!r}: {f} must be > 0, got {v}")
+                    raise SearchError(f"target {self.name!r}: {f} must be > 0, got {v}")
                 object.__setattr__(self, f, v)
 
     @property
@@ -61,19 +61,19 @@ class Target:
     @classmethod
     def from_dict(cls, data: Any, where: str = "target") -> Target:
         if not isinstance(data, Mapping):
-            raise ValueError(f"{where}: a target is a mapping like "
+            raise SearchError(f"{where}: a target is a mapping like "
                              "{name: phone, max_latency_ms: 5}, got " + repr(data))
         unknown = set(data) - {"name", *_FIELDS}
         if unknown:
-            raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: name, "
+            raise SearchError(f"{where}: unknown field(s) {sorted(unknown)}; allowed: name, "
                              f"{', '.join(_FIELDS)}")
         if "name" not in data:
-            raise ValueError(f"{where}: a target needs a name")
+            raise SearchError(f"{where}: a target needs a name")
         try:
             return cls(str(data["name"]), *(None if data.get(f) is None else float(data[f])
                                             for f in _FIELDS))
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{where}: {err}") from None
+            raise SearchError(f"{where}: {err}") from None
 
 
 def load_targets(path: str | os.PathLike) -> list[Target]:
@@ -106,7 +106,7 @@ def check_feasible(target: Target, smallest_costs: Mapping[str, float]) -> None:
     """Raise SearchError if a cap is below the smallest SubNet's cost, naming that cost."""
     for key, limit in target.constraints.items():
         if key not in smallest_costs:
-            raise ValueError(f"target {target.name!r} caps {key}, which needs a latency table "
+            raise SearchError(f"target {target.name!r} caps {key}, which needs a latency table "
                              "(--latency-table)")
         low = smallest_costs[key]
         if limit < low:
