@@ -26,10 +26,7 @@ from .device import Device
 from .fastswitch import DeltaLoader, FullLoader, save_supernet_weights
 from .sim import AccelModel, SimConfig, scale_arrivals, simulate
 
-__all__ = ["Deployed", "load_deployment", "trace_arrivals", "sweep", "fastswitch_pairs"]
-
-# The deployed SubNets, named s0.. by MACs (weightshare.deployment: the one type and reader).
-Deployed = Sequence[DeployedSubnet]
+__all__ = ["load_deployment", "trace_arrivals", "sweep", "fastswitch_pairs"]
 
 
 def trace_arrivals(spec: str, model: AccelModel, device: Device, load: float) -> list[float]:
@@ -60,7 +57,7 @@ def sweep(model: AccelModel, devices: Sequence[Device], buffers_kb: Sequence[flo
     return rows
 
 
-def fastswitch_pairs(net: SuperNet, deployed: Deployed, directory: str | os.PathLike | None = None,
+def fastswitch_pairs(net: SuperNet, deployed: Sequence[DeployedSubnet], directory: str | os.PathLike | None = None,
                      repeats: int = 5) -> list[dict[str, Any]]:
     """Every ordered pair (A, B), A != B: delta switch A->B vs loading B's whole extracted model.
 

@@ -26,8 +26,9 @@ app.add_typer(accel_app, name="accel")
 
 AccelFrontierOpt = Annotated[
     Path, typer.Option("--frontier", "-f", metavar="F.json",
-                       help='Deployed SubNets: a JSON list of {"subnet": {...}, "acc": ...} '
-                       "(a serving profile's \"subnets\" works too).")
+                       help="Deployed SubNets: a frontier file (`weightshare frontier`), a JSON "
+                       'list of {"subnet": {...}, "acc": ...} or a serving profile; each needs '
+                       "a measured accuracy.")
 ]
 
 
