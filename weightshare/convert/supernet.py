@@ -211,6 +211,17 @@ class ConvertedSuperNet(SuperNet):
                     seg_of[i], op["kind"], i, op["group"], s.ops[src]["group"] if src >= 0 else -1,
                     op["shape"][1] * op["shape"][2] if op["kind"] == "conv" else 1,
                     a.get("depthwise", False), a.get("bias", False), a.get("k", 1)))
+        # Where each block's chunk of an extracted net starts: at the block, or for a unit's
+        # first block at the width-scaled layers before it (a stage's downsampling block),
+        # so a latency table's per-block entry covers the layers its width choice scales.
+        self._block_start = {k: s.slots[k]["segments"][0] for k in self.block_slots}
+        for unit, slots in enumerate(s.width_slots):
+            first = s.units[unit][0]
+            before = [s.slots[k]["segments"][0] for k in slots
+                      if s.slots[k]["segments"][0] < self._block_start[first]]
+            if before and (unit == 0 or min(before) > max(
+                    seg for k in s.units[unit - 1] for seg in s.slots[k]["segments"])):
+                self._block_start[first] = min(before)
         self._finish_init()
 
     # ------------------------------------------------------------------- plans
@@ -292,8 +303,8 @@ class ConvertedSuperNet(SuperNet):
         """Segments of the extracted net: prefix, one chunk per active block, suffix, head."""
         s = self.structure
         block_segs = [seg for k in self.block_slots for seg in s.slots[k]["segments"]]
-        first, last = min(block_segs), max(block_segs)
-        starts = {s.slots[k]["segments"][0] for k in plan.blocks}
+        first, last = min(self._block_start.values()), max(block_segs)
+        starts = {self._block_start[k] for k in plan.blocks}
         prefix, middle, suffix = list(range(first)), [], list(range(last + 1, s.head_start))
         for n in range(first, last + 1):
             if n in plan.skipped:
