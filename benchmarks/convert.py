@@ -254,7 +254,7 @@ def run_model(name: str, data, args, tmp: Path) -> dict[str, Any]:
     print(f"[{name}] DepS shrink: {epochs} epoch(s) of {per_epoch / 1e12:.2f} T MACs "
           f"(budget {0.5 * orig_train_macs / 1e12:.2f} T)", flush=True)
     variants = {}
-    for shrink_at in (0.0, 0.25):
+    for shrink_at in args.variants:
         t0 = time.perf_counter()
         summary = shrink(ckpt, data, tmp / f"{name}_deps_{shrink_at}", epochs=epochs,
                          shrink_at=shrink_at, lr=args.shrink_lr, batch=args.batch,
@@ -270,7 +270,7 @@ def run_model(name: str, data, args, tmp: Path) -> dict[str, Any]:
         print(f"[{name}] shrink_at={shrink_at}: {summary['train_macs'] / 1e12:.2f} T MACs, "
               f"frontier " + ", ".join(f"{r['macs'] / 1e6:.2f}M:{r['acc']:.2f}" for r in front),
               flush=True)
-    chosen = variants["0.0"]
+    chosen = variants[str(float(args.variants[0]))]
     front = chosen["frontier"]
     half = [r for r in front if r["macs"] <= macs / 2]
     best_half = max(half, key=lambda r: r["acc"]) if half else None
@@ -350,13 +350,13 @@ def report(models: list[dict[str, Any]], args, elapsed: float, name: str = "conv
     notes = []
     for m in models:
         v = m["shrink_variants"]
+        compare = ", ".join(f"shrink_at {k}: {x['mean_frontier_acc']:.2f} %" for k, x in v.items())
         notes.append(
             f"- **{m['name']}**: space {m['space']}. Largest vs original max |diff| "
             f"{m['largest_equals_original_maxdiff']:.3g}. Shrink {m['shrink_epochs']} epoch(s), "
             f"{m['shrink_train_macs'] / 1e12:.2f} T MACs = "
             f"{m['shrink_train_macs'] / m['original']['train_macs']:.2f} x the original's training. "
-            f"shrink_at 0 vs 0.25: mean frontier top-1 {v['0.0']['mean_frontier_acc']:.2f} vs "
-            f"{v['0.25']['mean_frontier_acc']:.2f} % (better: {m['better_shrink_at']}). "
+            f"Mean frontier top-1 by start: {compare} (better: {m['better_shrink_at']}). "
             f"Goals: {m['goals']}.")
     notes.append(f"\nTotal wall time {elapsed / 60:.1f} min. From-scratch SubNets share the "
                  "converted path's total training MACs (original + shrink) equally.")
@@ -392,7 +392,7 @@ def plot(models: list[dict[str, Any]], path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
     for ax, m in zip(axes[0], models, strict=False):
-        ev = m["shrink_variants"]["0.0"]["evaluated"]
+        ev = next(iter(m["shrink_variants"].values()))["evaluated"]
         ax.scatter([r["macs"] / 1e6 for r in ev], [r["acc"] for r in ev], s=12, c="0.7",
                    label="evaluated SubNets")
         f = m["frontier"]
@@ -424,6 +424,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--num-random", type=int, default=1)
     p.add_argument("--spread", type=int, default=6)
+    p.add_argument("--variants", type=float, nargs="+", default=[0.0, 0.25],
+                   help="shrink_at values to compare (the first one is the reported run)")
     p.add_argument("--width", type=float, nargs="+", default=[0.5, 0.75, 1.0])
     p.add_argument("--out", default=str(RESULTS_DIR))
     p.add_argument("--tag", help="write convert_TAG.* (a part run; see --combine)")
