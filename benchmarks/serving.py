@@ -186,6 +186,7 @@ def main() -> None:
                     help="Seconds of closed-loop saturation for the overhead measurement.")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(RESULTS_DIR))
+    ap.add_argument("--name", default="serving", help="Results are NAME.{json,md,png}.")
     args = ap.parse_args()
     if args.quick:
         args.runs, args.duration, args.live_seconds, args.load = 5, 10.0, 3.0, [0.8]
@@ -297,11 +298,11 @@ def main() -> None:
     shape = rt.input_shape()
     with sl.process(sl.peer_cmd(peer_onnx, peer_port, peer_name, peer_acc), server_cpus,
                     peer_port, workdir / "peer.log") as (peer_url, peer_start_s):
-        peer_seq = sl.sequential_ms(peer_url, shape)
+        peer_seq = sl.sequential_ms(peer_url, shape, client_cpus, args.overhead_seconds)
         peer_cap = sl.capacity(peer_url, shape, client_cpus, seconds=args.overhead_seconds,
                                concurrency=8)
         with sl.weightshare_server(stack, "slackfit", 30_000.0, req_overhead) as url:
-            ws_seq = sl.sequential_ms(url, shape)
+            ws_seq = sl.sequential_ms(url, shape, client_cpus, args.overhead_seconds)
         log(f"peer {peer_name} ({peer_acc:.2f} %): {peer_seq:.2f} ms unloaded, capacity "
             f"{peer_cap['throughput_rps']:.0f} req/s (ready in {peer_start_s:.1f} s); "
             f"weightshare {ws_seq:.2f} ms unloaded")
@@ -325,7 +326,7 @@ def main() -> None:
     log(f"startup with the saved profile: {startup['all_starts_s']} s (imports alone "
         f"{startup['imports_s']} s)")
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copy2(stack.profile_path, out / "serving_profile.json")
+    shutil.copy2(stack.profile_path, out / f"{args.name}_profile.json")
 
     payload = {
         "checkpoint": str(source), "threads": torch.get_num_threads(), "slo_ms": slo_ms,
@@ -455,7 +456,7 @@ def main() -> None:
              f"{live_slo:g} ms, SlackFit (executor auto) planning with the overhead model "
              "measured at its start, each trace on both back to back. The simulator rows "
              "replay those same traces with the same profile.")
-    write_results("serving", payload, table, out, title="SuperServe on CPU", notes=notes)
+    write_results(args.name, payload, table, out, title="SuperServe on CPU", notes=notes)
     try:
         import matplotlib
 
@@ -474,7 +475,7 @@ def main() -> None:
             ax.set_title(spec.split(",duration")[0].split(",seconds")[0], fontsize=7)
             ax.set_xlabel("mean served accuracy %")
         axes[0].set_ylabel("SLO attainment %")
-        save_plot(fig, out / "serving.png")
+        save_plot(fig, out / f"{args.name}.png")
 
         fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), sharey=True)
         for ax, cv2 in zip(axes, (1.0, 8.0), strict=True):
@@ -490,10 +491,10 @@ def main() -> None:
             ax.set_xlabel("offered load req/s")
         axes[0].set_ylabel("SLO attainment %")
         axes[0].legend(fontsize=7)
-        save_plot(fig, out / "serving_peer.png")
+        save_plot(fig, out / f"{args.name}_peer.png")
     except ImportError:
         pass
-    print(f"wrote {out / 'serving.md'} in {time.perf_counter() - t_start:.0f} s",
+    print(f"wrote {out / (args.name + '.md')} in {time.perf_counter() - t_start:.0f} s",
           file=sys.stderr)
 
 

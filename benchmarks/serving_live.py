@@ -10,7 +10,6 @@ process pinned to the same CPU, and the load generator on another CPU
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import socket
@@ -154,28 +153,12 @@ def capacity(url: str, input_shape: tuple[int, ...], client_cpus: tuple[int, ...
     return run_closed_loop_process(cfg, concurrency, seconds)
 
 
-def sequential_ms(url: str, input_shape: tuple[int, ...], n: int = 200) -> float:
-    """Median ms of one request at a time (no queueing): the server's unloaded latency."""
-    from weightshare.serve.loadgen import HTTPPool, make_payload
-
-    body = make_payload(input_shape, 30_000.0)
-
-    async def go() -> list[float]:
-        pool = HTTPPool(url, 1)
-        out = []
-        try:
-            for _ in range(n + 20):
-                t0 = time.perf_counter()
-                code, _ = await pool.post("/v2/models/weightshare/infer", body)
-                out.append(time.perf_counter() - t0)
-                if code != 200:
-                    raise RuntimeError(f"answered {code}")
-        finally:
-            await pool.aclose()
-        return out[20:]
-
-    ts = sorted(asyncio.run(go()))
-    return 1e3 * ts[len(ts) // 2]
+def sequential_ms(url: str, input_shape: tuple[int, ...], client_cpus: tuple[int, ...],
+                  seconds: float) -> float:
+    """Mean ms of one request at a time (closed loop, one connection, from the client CPU):
+    the server's unloaded latency, client and HTTP included."""
+    cap = capacity(url, input_shape, client_cpus, seconds, concurrency=1)
+    return 1000.0 / cap["throughput_rps"]
 
 
 # ------------------------------------------------------ weightshare's own server
