@@ -9,8 +9,8 @@ BN statistics and onnxruntime sessions written beside it stay out of checkpoints
 2. Single process (`weightshare serve`, the local engine) on core 1: saturated
    throughput (closed loop, requests carrying the SLO; only answers within it count).
 3. Ray Serve, 1 replica pinned to core 1, then 2 replicas on cores 0 and 1 (one torch
-   thread each): saturated throughput as above, and an open-loop gamma trace at `--load`
-   x n x the 1-replica throughput for SLO attainment and mean served accuracy.
+   thread each): saturated throughput as above, and an open-loop gamma trace (CV^2 2) at
+   `--load` x that throughput for SLO attainment and mean served accuracy.
 4. Routers: the same bursty trace (gamma, CV^2 8) against 2 replicas routed by Ray's
    default (power of two choices on queue length) and by the slack-aware router.
 5. Fault: an open-loop trace against 2 replicas, one replica's actor killed a third of the
@@ -85,13 +85,24 @@ def wait_ready(url: str, timeout_s: float = 900.0) -> None:
 
 
 # ------------------------------------------------------------- measurements
-def saturate(url: str, shape: tuple[int, ...], slo_ms: float, concurrency: int,
-             seconds: float) -> dict[str, Any]:
+def closed_loop(url: str, shape: tuple[int, ...], slo_ms: float, concurrency: int,
+                seconds: float) -> dict[str, Any]:
     with pinned({LOADGEN_CORE}):
         r = run_closed_loop_process(LoadConfig(url=url, slo_ms=slo_ms, input_shape=shape),
                                     concurrency=concurrency, seconds=seconds, warmup_s=1.0)
     return {k: r[k] for k in ("throughput_rps", "mean_batch", "client_cpu_s", "seconds",
                               "concurrency", "http_statuses")}
+
+
+def saturate(url: str, shape: tuple[int, ...], slo_ms: float, per_replica: list[int],
+             replicas: int, seconds: float) -> dict[str, Any]:
+    """Saturated throughput at the SLO: answers within it per second, closed loop, at the
+    best of a few client counts. Too many clients for the SLO only measure how fast the
+    policy drops (each 504 returns at once and its client sends again), so the peak over
+    concurrency is the number to compare, with every point kept."""
+    points = [closed_loop(url, shape, slo_ms, c * replicas, seconds) for c in per_replica]
+    best = max(points, key=lambda p: p["throughput_rps"])
+    return {**best, "sweep": points}
 
 
 def open_loop(url: str, shape: tuple[int, ...], slo_ms: float, spec: str) -> dict[str, Any]:
@@ -144,8 +155,12 @@ def loadgen_ceiling(shape: tuple[int, ...], seconds: float) -> dict[str, Any]:
     proc = subprocess.Popen(["taskset", "-c", "1", sys.executable, __file__, "--echo-server",
                              str(port)])
     try:
-        time.sleep(1.5)
-        r = saturate(f"http://127.0.0.1:{port}", shape, 10_000.0, 64, seconds)
+        t0 = time.monotonic()  # the child imports this module (torch too) before it listens
+        while time.monotonic() - t0 < 120:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+                break
+            time.sleep(0.2)
+        r = closed_loop(f"http://127.0.0.1:{port}", shape, 10_000.0, 64, seconds)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -166,7 +181,7 @@ def single_process(ckpt: Path, args: argparse.Namespace, shape: tuple[int, ...]
     url = f"http://127.0.0.1:{port}"
     try:
         wait_ready(url)
-        sat = saturate(url, shape, args.slo_ms, args.concurrency, args.seconds)
+        sat = saturate(url, shape, args.slo_ms, args.concurrency, 1, args.seconds)
     finally:
         proc.terminate()
         proc.wait(60)
@@ -182,13 +197,14 @@ def main() -> None:
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--executor", default="auto")
     ap.add_argument("--slo-ms", type=float, default=100.0)
-    ap.add_argument("--concurrency", type=int, default=32,
-                    help="Closed-loop clients per replica.")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=[4, 8, 16],
+                    help="Closed-loop clients per replica (the best is reported).")
     ap.add_argument("--seconds", type=float, default=10.0, help="Closed-loop seconds.")
     ap.add_argument("--duration", type=float, default=20.0, help="Open-loop trace seconds.")
     ap.add_argument("--fault-duration", type=float, default=60.0)
-    ap.add_argument("--load", type=float, default=0.8,
-                    help="Open-loop rate per replica, times the 1-replica throughput.")
+    ap.add_argument("--load", type=float, default=0.7,
+                    help="Open-loop rates, times the configuration's saturated throughput "
+                    "(the bursty and fault traces: times that of 2 replicas).")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default=str(RESULTS_DIR))
     ap.add_argument("--echo-server", type=int, default=None, help=argparse.SUPPRESS)
@@ -197,7 +213,7 @@ def main() -> None:
         echo_server_main(args.echo_server)
         return
     if args.quick:
-        args.num_subnets, args.test_subset, args.seconds = 3, 300, 3.0
+        args.num_subnets, args.test_subset, args.seconds = 3, 300, 2.0
         args.duration, args.fault_duration = 5.0, 25.0
     t_start = time.time()
 
@@ -224,10 +240,11 @@ def main() -> None:
 
     print("load generator ceiling", flush=True)
     ceiling = loadgen_ceiling(shape, args.seconds)
-    print(f"  {ceiling['throughput_rps']:.0f} req/s", flush=True)
+    print(f"  {ceiling['throughput_rps']:.0f} req/s, HTTP {ceiling['http_statuses']}, client "
+          f"CPU {ceiling['client_cpu_s']:.1f} s", flush=True)
     print("single process (local engine)", flush=True)
     single = single_process(ckpt, args, shape)
-    print(f"  {single['throughput_rps']:.1f} req/s", flush=True)
+    print(f"  {single['throughput_rps']:.1f} req/s, HTTP {single['http_statuses']}", flush=True)
 
     from weightshare.serve.ray_engine import RayEngineConfig, start_ray_serving
 
@@ -248,10 +265,13 @@ def main() -> None:
             print(f"  up in {time.monotonic() - t0:.0f} s", flush=True)
             wait_ready(serving.url)
             if router == "slack-aware":
-                sat = saturate(serving.url, shape, args.slo_ms, args.concurrency * n,
+                sat = saturate(serving.url, shape, args.slo_ms, args.concurrency, n,
                                args.seconds)
-                base = replicas[0]["throughput_rps"] if replicas else sat["throughput_rps"]
-                rate = args.load * n * base
+                print(f"  saturated: {sat['throughput_rps']:.1f} req/s, HTTP "
+                      f"{sat['http_statuses']}, mean batch {sat['mean_batch']:.1f}", flush=True)
+                # Below this configuration's own saturated throughput: SLO attainment and
+                # accuracy where it can keep up, not how it drops under overload.
+                rate = args.load * sat["throughput_rps"]
                 ol = open_loop(serving.url, shape, args.slo_ms,
                                f"gamma:rate={rate:.0f},cv2=2,duration={args.duration},seed=1")
                 replicas.append({"n": n, "throughput_rps": sat["throughput_rps"],
@@ -262,7 +282,7 @@ def main() -> None:
                       f"SLO {100 * ol['slo_attainment']:.1f} %, acc {ol['mean_acc']:.2f}",
                       flush=True)
             if n == 2:
-                bursty_rate = bursty_rate or args.load * replicas[0]["throughput_rps"] * 2
+                bursty_rate = bursty_rate or args.load * replicas[-1]["throughput_rps"]
                 spec = f"gamma:rate={bursty_rate:.0f},cv2=8,duration={args.duration},seed=2"
                 ol = open_loop(serving.url, shape, args.slo_ms, spec)
                 routers.append({"name": router, "slo_attainment": ol["slo_attainment"],
