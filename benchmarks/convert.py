@@ -329,7 +329,7 @@ def info_epochs(steps: int, batch: int, data) -> float:
     return steps * batch / len(data.train)
 
 
-def report(models: list[dict[str, Any]], args, elapsed: float, name: str = "convert",
+def report(models: list[dict[str, Any]], args, elapsed: float | None, name: str = "convert",
            parts: list[str] | None = None) -> None:
     rows = []
     for m in models:
@@ -358,7 +358,9 @@ def report(models: list[dict[str, Any]], args, elapsed: float, name: str = "conv
             f"{m['shrink_train_macs'] / m['original']['train_macs']:.2f} x the original's training. "
             f"Mean frontier top-1 by start: {compare} (better: {m['better_shrink_at']}). "
             f"Goals: {m['goals']}.")
-    notes.append(f"\nTotal wall time {elapsed / 60:.1f} min. From-scratch SubNets share the "
+    wall = (f"Total wall time {elapsed / 60:.1f} min. " if elapsed is not None
+            else "Wall time: see each part's Markdown. ")
+    notes.append(f"\n{wall}From-scratch SubNets share the "
                  "converted path's total training MACs (original + shrink) equally.")
     payload: dict[str, Any] = {"models": models, "quick": args.quick, "settings": vars(args),
                                "elapsed_s": elapsed}
@@ -375,13 +377,12 @@ def combine(paths: list[str], args) -> None:
     """One convert.{json,md,png} from per-model runs made in parallel (--tag)."""
     import json
 
-    models, parts, elapsed = [], [], 0.0
+    models, parts = [], []
     for path in paths:
         doc = json.loads(Path(path).read_text())
         models += doc["models"]
-        parts.append(f"`{doc['command']}` ({doc['timestamp']})")
-        elapsed = max(elapsed, doc.get("elapsed_s", 0.0))
-    report(models, args, elapsed, parts=parts)
+        parts.append(f"`{doc['command']}` ({doc['timestamp']}, {Path(path).name})")
+    report(models, args, None, parts=parts)
 
 
 def plot(models: list[dict[str, Any]], path: Path) -> None:
