@@ -61,6 +61,7 @@ __all__ = [
 
 DEFAULT_SUPERNET = "ofa_mbv3_small"
 
+
 def _is_user_error(err: BaseException) -> bool:
     # one base class (weightshare.errors, which imports nothing heavy) and the built-ins
     # bad values and files raise; anything else is a bug and keeps its traceback
