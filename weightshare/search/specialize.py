@@ -8,6 +8,7 @@ Which data a checkpoint was trained on is `weightshare.deployment.dataset_for`
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from ..space import SubnetConfig
 
 __all__ = ["TargetResult", "Verification", "dataset_for", "accuracy_fn", "specialize_targets",
-           "verify_pick", "measured_test_accuracy", "latency_fn"]
+           "verify_pick", "PicksOverCap", "measured_test_accuracy", "latency_fn"]
 
 
 def measured_accuracy(net: SuperNet, dataset: Dataset, *,
@@ -62,6 +63,20 @@ def accuracy_fn(net: SuperNet, checkpoint: str | os.PathLike, *, measured: bool 
         return measured_accuracy(net, dataset, device=device), "measured"
     pred = load_predictor(checkpoint, net)
     return pred.predict, f"predicted ({pred.kind})"
+
+
+class PicksOverCap(SearchError):
+    """Every pick `verify_pick` measured was over the latency cap (they are in `rejected`)."""
+
+    def __init__(self, message: str, rejected: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.rejected = rejected
+
+    @property
+    def headroom(self) -> float:
+        """The factor (< 1) by which the table overestimated the cap for these picks."""
+        return min(r["predicted_ms"] / r["measured_ms"] for r in self.rejected
+                   if r["predicted_ms"] and r["measured_ms"] > 0)
 
 
 @dataclass
@@ -130,10 +145,11 @@ def verify_pick(result: SearchResult, target: Target, *, measure_ms: MeasureMs |
                              cand.costs.get("latency_ms"), "measured_ms": ms})
         else:
             fastest = min(r["measured_ms"] for r in rejected)
-            raise SearchError(
+            raise PicksOverCap(
                 f"target {target.name!r}: the {len(rejected)} most accurate SubNets within the "
                 f"table's {cap:g} ms all measured over it (fastest {fastest:.3f} ms); rebuild the "
-                "latency table on this machine (`weightshare latency-table build`) or raise the cap")
+                "latency table on this machine (`weightshare latency-table build`) or raise the cap",
+                rejected)
     acc, images = (measure_acc(chosen.subnet) if measure_acc is not None else (None, 0))
     return chosen, Verification(ms, acc, images, rejected)
 
@@ -166,13 +182,16 @@ def specialize_targets(net: SuperNet, evaluator: Evaluator, targets: Sequence[Ta
                        objective: str | None = None, pop_size: int = 100, generations: int = 50,
                        seed: int = 0, progress: bool = False,
                        measure_ms: MeasureMs | None = None,
-                       measure_acc: MeasureAcc | None = None) -> list[TargetResult]:
+                       measure_acc: MeasureAcc | None = None,
+                       retries: int = 3) -> list[TargetResult]:
     """One constrained NSGA-II per target (all sharing `evaluator`); its most accurate SubNet.
 
     Every target is checked against the smallest SubNet's costs first, so an
     impossible one fails before any search runs. With `measure_ms` / `measure_acc`
     each pick is verified (`verify_pick`): it meets its latency cap when measured,
-    and its accuracy is measured, not predicted.
+    and its accuracy is measured, not predicted. When every pick of a search measures over
+    its cap, the search is rerun (up to `retries` times) under a cap tightened by the
+    table's measured error on those picks.
     """
     import time
 
@@ -184,12 +203,32 @@ def specialize_targets(net: SuperNet, evaluator: Evaluator, targets: Sequence[Ta
         t0 = time.perf_counter()
         # Minimizing the capped cost spreads the population along the cap it must meet.
         obj = objective or next(iter(t.constraints))
-        res = nsga2_search(net.space, evaluator, objective=obj, constraints=t.constraints,
-                           pop_size=pop_size, generations=generations, seed=seed,
-                           progress=progress)
-        require_feasible(res, f"the search for target {t.name!r}")
-        best, verified = res.best(), None
-        if measure_ms is not None or measure_acc is not None:
-            best, verified = verify_pick(res, t, measure_ms=measure_ms, measure_acc=measure_acc)
+        search_t, rejected, over = t, [], None
+        for attempt in range(retries + 1):
+            res = nsga2_search(net.space, evaluator, objective=obj,
+                               constraints=search_t.constraints, pop_size=pop_size,
+                               generations=generations, seed=seed, progress=progress)
+            if over is not None and not res.pareto:
+                raise over  # nothing under the tightened cap: the measured misses say why
+            require_feasible(res, f"the search for target {t.name!r}")
+            best, verified = res.best(), None
+            if measure_ms is None and measure_acc is None:
+                break
+            try:
+                best, verified = verify_pick(res, t, measure_ms=measure_ms,
+                                             measure_acc=measure_acc)
+                verified.rejected = rejected + (verified.rejected or [])
+                break
+            except PicksOverCap as err:
+                # The table underestimates this region of the space: search again under a
+                # cap tightened by the worst error the clock just measured, so the picks
+                # leave that much headroom (the measured cap itself stays `t`'s).
+                rejected += err.rejected
+                over = PicksOverCap(str(err), rejected)
+                floor = smallest["latency_ms"]  # the table's smallest SubNet: always feasible
+                if attempt == retries or search_t.max_latency_ms <= floor:
+                    raise over from None
+                tighter = max(floor, search_t.max_latency_ms * err.headroom * 0.98)
+                search_t = dataclasses.replace(search_t, max_latency_ms=tighter)
         out.append(TargetResult(t, res, best, time.perf_counter() - t0, verified))
     return out
