@@ -285,6 +285,22 @@ def test_frontier_measure_save_plot(net, table, data, tmp_path):
     assert png.stat().st_size > 0
 
 
+def test_measured_pareto_drops_what_measurement_dominates(net):
+    from weightshare.search.frontier import FrontierPoint, measured_pareto
+
+    rng = random.Random(3)
+    subs = list(dict.fromkeys(net.space.sample(rng) for _ in range(10)))[:5]
+    # (MACs, measured): the 3rd is beaten by the 2nd (cheaper, more accurate), the 5th
+    # ties the 4th's accuracy at more cost
+    spec = [(1, 90.0), (2, 92.0), (3, 91.5), (4, 93.0), (5, 93.0)]
+    pts = [FrontierPoint(s, 99.0, acc, macs, 1, None) for s, (macs, acc) in zip(subs, spec,
+                                                                                 strict=True)]
+    kept, dropped = measured_pareto(list(reversed(pts)))
+    assert [p.macs for p in kept] == [1, 2, 4] and sorted(p.macs for p in dropped) == [3, 5]
+    with pytest.raises(ValueError, match="measured_acc"):
+        measured_pareto([FrontierPoint(subs[0], 99.0, None, 1, 1, None)])
+
+
 def _pareto(net, n=4):
     """A hand-made feasible Pareto set: accuracy and table latency rise together."""
     from weightshare.search.nsga import Candidate, SearchResult

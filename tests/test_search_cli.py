@@ -94,6 +94,10 @@ def test_frontier(work):
     lat = [p["latency_ms"] for p in doc["frontier"]]
     assert lat == sorted(lat)
     assert all(p["measured_acc"] is not None for p in doc["frontier"])
+    # what is kept is Pareto in *measured* accuracy: each costlier SubNet is more accurate
+    acc = [p["measured_acc"] for p in doc["frontier"]]
+    assert all(b > a for a, b in zip(acc, acc[1:], strict=False))
+    assert len(doc["frontier"]) + len(doc["dominated_when_measured"]) == doc["searched"]
     assert Path(res["plot"]).stat().st_size > 0
 
 

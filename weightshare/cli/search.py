@@ -275,6 +275,11 @@ def frontier(
         bool, typer.Option("--remeasure/--no-remeasure",
                            help="Re-measure the frontier's true test top-1 after BN recalibration.")
     ] = True,
+    keep_dominated: Annotated[
+        bool, typer.Option("--keep-dominated", help="Keep SubNets that another one beats in "
+                           "measured accuracy at no more cost (dropped by default; listed in "
+                           "the file under dominated_when_measured).")
+    ] = False,
     plot: Annotated[
         Path | None, typer.Option("--plot", metavar="PNG", help="Plot (default: FRONTIER.png).")
     ] = None,
@@ -304,8 +309,8 @@ def frontier(
     from ..checkpoint import save_checkpoint
     from ..deployment import dataset_for
     from ..search.common import supernet_identity
-    from ..search.frontier import measure_frontier, plot_frontier, save_frontier
-    from ..search.nsga import nsga2_search, require_feasible
+    from ..search.frontier import measure_frontier, measured_pareto, plot_frontier, save_frontier
+    from ..search.nsga import cost_key, nsga2_search, require_feasible
     from ..search.targets import Target, check_feasible
 
     caps = _caps(max_latency_ms, max_macs, max_params)
@@ -326,12 +331,25 @@ def frontier(
     search_s = time.perf_counter() - t0
     if remeasure and data is None:
         data = dataset_for(ck, dataset, data_dir)
-    points = measure_frontier(net, result.pareto, data if remeasure else None, device=device,
+    # The corners within the limits join the candidates: a predictor that underrates the
+    # largest SubNet would otherwise leave the most accurate one off the frontier.
+    cands = list(result.pareto)
+    known = {c.subnet for c in cands}
+    for corner in evaluator([net.space.smallest(), net.space.largest()]):
+        if corner.subnet not in known and all(corner.costs[k] <= v
+                                              for k, v in constraints.items()):
+            cands.append(corner)
+            known.add(corner.subnet)
+    points = measure_frontier(net, cands, data if remeasure else None, device=device,
                               progress=not as_json)
+    dropped: list = []
+    if remeasure and not keep_dominated:
+        points, dropped = measured_pareto(points, cost_key(result.objective))
     table = evaluator.table
     save_frontier(output, points, supernet=supernet_identity(net), extra={
         "objective": result.objective, "constraints": constraints, "accuracy_source": source,
         "evaluations": result.evaluations, "search_s": search_s,
+        "searched": len(cands), "dominated_when_measured": [p.to_dict() for p in dropped],
         "latency_table": ({"path": str(latency_table), "device": table.device,
                            "batch": table.batch, "threads": table.threads}
                           if table is not None else None),
@@ -345,7 +363,9 @@ def frontier(
                    "search_s": search_s, "frontier": [p.to_dict() for p in points]})
         return
     typer.echo(f"{len(points)} Pareto SubNets from {result.evaluations} evaluations "
-               f"({search_s:.1f} s, accuracy {source})")
+               f"({search_s:.1f} s, accuracy {source})"
+               + (f"; {len(dropped)} of {len(cands)} dropped as dominated once measured"
+                  if dropped else ""))
     typer.echo(f"{'MACs':>10}  {'params':>9}  {'lat ms':>7}  {'pred %':>6}  {'test %':>6}")
     for p in points:
         lat = f"{p.latency_ms:7.3f}" if p.latency_ms is not None else f"{'-':>7}"

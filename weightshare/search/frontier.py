@@ -32,7 +32,8 @@ if TYPE_CHECKING:
     from ..data import Dataset
     from ..models import SuperNet
 
-__all__ = ["FrontierPoint", "measure_frontier", "save_frontier", "load_frontier", "plot_frontier"]
+__all__ = ["FrontierPoint", "measure_frontier", "measured_pareto", "save_frontier",
+           "load_frontier", "plot_frontier"]
 
 FORMAT = FRONTIER_FORMAT  # kept for existing callers
 VERSION = FRONTIER_VERSION
@@ -64,6 +65,23 @@ def measure_frontier(net: SuperNet, candidates: Sequence[Candidate], dataset: Da
         recalibrate(net, c.subnet, dataset, device=device)
         out.append(_point(c, accuracy(net, c.subnet, dataset, device=device)))
     return out
+
+
+def measured_pareto(points: Sequence[FrontierPoint], cost: str = "macs"
+                    ) -> tuple[list[FrontierPoint], list[FrontierPoint]]:
+    """(kept, dropped): the points no other point beats in *measured* accuracy at no more `cost`.
+
+    The search's Pareto set is Pareto in *predicted* accuracy; a predictor that ranks
+    SubNets less well than they differ leaves many of them dominated once measured, and
+    a dominated SubNet is never worth deploying. Kept points are ordered by cost.
+    """
+    from .nsga import non_dominated
+
+    if any(p.measured_acc is None or getattr(p, cost) is None for p in points):
+        raise ValueError(f"measured_pareto needs measured_acc and {cost} on every point")
+    idx = set(non_dominated([(-p.measured_acc, getattr(p, cost)) for p in points]))
+    kept = sorted((p for i, p in enumerate(points) if i in idx), key=lambda p: getattr(p, cost))
+    return kept, [p for i, p in enumerate(points) if i not in idx]
 
 
 def plot_frontier(points: Sequence[FrontierPoint], path: str | os.PathLike, *,
