@@ -86,13 +86,15 @@ class Phase:
 # OFA's 605-epoch schedule (REFERENCE.md section 2). LRs relative to the elastic-kernel
 # phase (0.96 : 0.08 : 0.24 on OFA's global batch); the teacher trains at the same base LR.
 # SubNets per step follow OFA's dynamic_batch_size (1 for kernel, 2 for depth, 4 for expand).
+# The 125-epoch phases are OFA's 120 epochs plus its 5 warm-up epochs (train_ofa_net.py:
+# kernel, depth phase 2 and expand phase 2 set warmup_epochs=5; the 25-epoch phases none).
 OFA_PHASES: tuple[Phase, ...] = (
     Phase("teacher", 180, 1.0, depth=1, expand=1, kernel=1, width=1),
     Phase("kernel", 125, 1.0, warmup_epochs=5, depth=1, expand=1, width=1),
     Phase("depth-1", 25, 0.08 / 0.96, depth=2, expand=1, width=1, subnets_per_step=2),
-    Phase("depth-2", 125, 0.24 / 0.96, expand=1, width=1, subnets_per_step=2),
+    Phase("depth-2", 125, 0.24 / 0.96, warmup_epochs=5, expand=1, width=1, subnets_per_step=2),
     Phase("expand-1", 25, 0.08 / 0.96, expand=2, width=2, subnets_per_step=4, reorder=True),
-    Phase("expand-2", 125, 0.24 / 0.96, subnets_per_step=4, reorder=True),
+    Phase("expand-2", 125, 0.24 / 0.96, warmup_epochs=5, subnets_per_step=4, reorder=True),
 )
 
 # CompOFA: the same teacher and kernel phases, then depth and expand shrink together
