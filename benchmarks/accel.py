@@ -1,6 +1,6 @@
 """SUSHI SubGraph-cache simulator and FastSwitch delta loading on the deployed frontier.
 
-Steps, on one checkpoint (default: the trained DepS run of `train_cost.py`) and
+Steps, on one checkpoint (default: the reference SuperNet, checkpoints/reference/) and
 the SubNets the serving benchmark deployed (`results/serving_profile.json`:
 configs and measured test accuracies):
 
@@ -46,7 +46,7 @@ from weightshare.accel.run import fastswitch_pairs, load_deployment, sweep
 from weightshare.accel.sim import AccelModel
 from weightshare.experiments.fastswitch_live import format_live_table, live_switching
 
-DEFAULT_CKPT = REPO_ROOT / "runs" / "train_cost" / "deps" / "checkpoint.pt"
+DEFAULT_CKPT = REPO_ROOT / "checkpoints" / "reference" / "checkpoint.pt"  # the reference SuperNet
 DEFAULT_FRONTIER = RESULTS_DIR / "serving_profile.json"
 BASELINE = ("none", "static")
 SUSHI = ("subgraph-stationary", "cache-aware")

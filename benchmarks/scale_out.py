@@ -52,7 +52,6 @@ from weightshare.serve.stack import StackConfig, build_stack
 from weightshare.serve.traces import make_trace
 
 REFERENCE = REPO_ROOT / "checkpoints" / "reference" / "checkpoint.pt"
-IN_FLIGHT = REPO_ROOT / "checkpoints" / "reference" / "in_flight" / "checkpoint.pt"
 WORK = REPO_ROOT / "runs" / "scale_out"
 LOADGEN_CORE = 0
 
@@ -217,8 +216,7 @@ def main() -> None:
         args.duration, args.fault_duration = 5.0, 25.0
     t_start = time.time()
 
-    src = Path(args.checkpoint) if args.checkpoint else (REFERENCE if REFERENCE.is_file()
-                                                         else IN_FLIGHT)
+    src = Path(args.checkpoint) if args.checkpoint else REFERENCE
     work = WORK / ("quick" if args.quick else "full")  # their profiles differ
     work.mkdir(parents=True, exist_ok=True)
     ckpt = work / "checkpoint.pt"

@@ -65,10 +65,9 @@ from weightshare.serve.stack import StackConfig, build_stack
 from weightshare.serve.traces import make_trace
 from weightshare.serve.worker import InferenceWorker
 
-# Best first: the reference SuperNet (all of Fashion-MNIST), its newest in-flight copy, the
-# 4-epoch DepS run of train_cost.py.
+# Best first: the reference SuperNet (all of Fashion-MNIST), the 4-epoch DepS run of
+# train_cost.py.
 CANDIDATE_CKPTS = (REPO_ROOT / "checkpoints" / "reference" / "checkpoint.pt",
-                   REPO_ROOT / "checkpoints" / "reference" / "in_flight" / "checkpoint.pt",
                    REPO_ROOT / "runs" / "train_cost" / "deps" / "checkpoint.pt")
 
 

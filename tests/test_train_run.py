@@ -1,20 +1,14 @@
-"""The shared run scaffold (train.run) and the reference run's in-flight checkpoint resuming on it."""
+"""The shared run scaffold (train.run): run folder, resume checks, step log."""
 
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
 from weightshare.errors import WeightshareError
-from weightshare.train import TrainConfig
-from weightshare.train.loop import prepare
 from weightshare.train.run import ResumeError, Run, RunExistsError, check_resume, truncate_log
-
-IN_FLIGHT = Path(__file__).resolve().parents[1] / "checkpoints" / "reference" / "in_flight"
 
 
 class _Loader:
@@ -105,45 +99,3 @@ def test_step_log_truncated_to_the_resumed_step(tmp_path):
     run.close()
     assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1, 2, 3, 4, 5]
     truncate_log(tmp_path / "absent.jsonl", 3)  # nothing to do
-
-
-@pytest.mark.skipif(not (IN_FLIGHT / "checkpoint.pt").is_file(),
-                    reason="the reference run's in-flight checkpoint is not in this checkout")
-def test_reference_in_flight_checkpoint_resumes_where_it_stopped(tmp_path):
-    """The long reference run resumes on this code: same step, weights, optimizer, log."""
-    shutil.copy(IN_FLIGHT / "checkpoint.pt", tmp_path / "checkpoint.pt")
-    if (IN_FLIGHT / "log.jsonl").is_file():
-        shutil.copy(IN_FLIGHT / "log.jsonl", tmp_path / "log.jsonl")
-    raw = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
-    state = raw["train_state"]
-    assert set(state) == {"step", "epoch", "steps_per_epoch", "total_steps", "config",
-                          "optimizer", "history", "train_macs", "wall_s", "teacher", "scaler"}
-    cfg = TrainConfig.from_dict({**state["config"], "out": str(tmp_path), "device": "cpu",
-                                 "progress": False, "tensorboard": False})
-    session = prepare(cfg, resume=True)
-    run = session.run
-    assert session.done is None and session.runner is not None
-    assert run.step == state["step"] and run.history == state["history"]
-    assert run.wall_s == state["wall_s"] and session.train_macs == state["train_macs"]
-    assert len(session.loader) == state["steps_per_epoch"]
-    assert cfg.epochs * len(session.loader) == state["total_steps"]
-    got = session.net.state_dict()
-    assert set(got) == set(raw["state_dict"])
-    for k, v in raw["state_dict"].items():
-        assert torch.equal(got[k].cpu(), v), k
-    opt = session.runner.optimizer.state_dict()
-    saved = state["optimizer"]
-    assert opt["param_groups"] == saved["param_groups"]
-    assert set(opt["state"]) == set(saved["state"]) and saved["state"]
-    for i, entry in saved["state"].items():
-        for name, value in entry.items():
-            assert torch.equal(opt["state"][i][name].cpu(), value), (i, name)
-    run.start(total=state["total_steps"], steps_per_epoch=state["steps_per_epoch"])
-    first = next(iter(run.batches(session.loader)))
-    assert (first.step, first.epoch, first.index) == (
-        state["step"], *divmod(state["step"], state["steps_per_epoch"]))
-    run.close()
-    if (tmp_path / "log.jsonl").is_file():
-        steps = [json.loads(x).get("step", 0) for x in (tmp_path / "log.jsonl").read_text()
-                 .splitlines()]
-        assert steps and max(steps) == state["step"]
