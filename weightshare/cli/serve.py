@@ -1,4 +1,8 @@
-"""Serving commands: `serve` (the Open Inference Protocol server), `serve serving-profile|simulate|runtime`, `loadtest`."""
+"""Serving commands: `serve` (the Open Inference Protocol server), `serve serving-profile|simulate|runtime`, `loadtest`.
+
+The options they share, and the `StackConfig` built from them, are in `serve_options`
+(imported here, where `accel` also finds `ServeCheckpointOpt`).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,22 @@ from .core import (
     fmt_count,
 )
 from .deprecated import add_deprecated_alias
+from .serve_options import (
+    ServeCheckpointOpt,
+    ServeDatasetOpt,
+    ServeDeployOpt,
+    ServeExecutorOpt,
+    ServeKeepDominatedOpt,
+    ServeMaxBatchOpt,
+    ServeNumSubnetsOpt,
+    ServeOrtBudgetOpt,
+    ServeOrtCacheOpt,
+    ServeProfileOpt,
+    ServeSloOpt,
+    ServeTestSubsetOpt,
+    ServeThreadsOpt,
+    stack_config,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Serving (weightshare.serve): `serve` (the server), `serve serving-profile|simulate|runtime`,
@@ -33,67 +53,6 @@ serve_app = typer.Typer(
     no_args_is_help=False,
 )
 app.add_typer(serve_app, name="serve")
-
-ServeCheckpointOpt = Annotated[
-    Path, typer.Option("--checkpoint", "-c", metavar="CKPT", help="SuperNet checkpoint.")
-]
-ServeDeployOpt = Annotated[
-    Path | None,
-    typer.Option("--deploy", metavar="FRONTIER.json",
-                 help="Candidate SubNets: the file `weightshare frontier` writes, or a JSON "
-                 'list of {"subnet": {...}, "acc": ...} (default: --num-subnets spread evenly '
-                 "in MACs). Only the non-dominated ones in (accuracy, batch-1 latency measured "
-                 "here) are deployed; the dropped ones and why are logged and kept in the "
-                 "profile."),
-]
-ServeNumSubnetsOpt = Annotated[
-    int, typer.Option("--num-subnets", "-n", min=1, help="SubNets to deploy without --deploy.")
-]
-ServeDatasetOpt = Annotated[
-    str, typer.Option("--dataset", help="Dataset for BN recalibration and test accuracy of "
-                      "SubNets the checkpoint lacks them for.")
-]
-ServeTestSubsetOpt = Annotated[
-    int | None, typer.Option("--test-subset", min=1, help="Test images used for accuracy.")
-]
-ServeProfileOpt = Annotated[
-    Path | None, typer.Option("--profile", metavar="FILE.json",
-                              help="Latency profile (default: CKPT.profile.json).")
-]
-ServeMaxBatchOpt = Annotated[int, typer.Option("--max-batch", min=1,
-                                          help="Largest batch profiled and served.")]
-ServeThreadsOpt = Annotated[int | None, typer.Option("--threads", min=1,
-                                                help="Torch intra-op threads.")]
-ServeSloOpt = Annotated[float, typer.Option("--slo-ms", min=0.001,
-                                       help="Default per-request deadline (ms).")]
-ServeExecutorOpt = Annotated[str, typer.Option(
-    "--executor", metavar="torch|onnxruntime|auto",
-    help="What runs each batch. torch: the elastic forward on the one SuperNet, weight "
-    "slices bound once per SubNet (least memory). onnxruntime: an optimized onnxruntime "
-    "session per deployed SubNet (fastest on CPU; each session holds its own copy of that "
-    "SubNet's weights), built in the background and cached on disk, the torch path serving "
-    "any SubNet whose session is not built yet. auto: onnxruntime's sessions, each SubNet "
-    "on whichever path was measured faster here (recorded in the profile).")]
-ServeOrtBudgetOpt = Annotated[float | None, typer.Option(
-    "--ort-memory-budget-mb", min=0.0, metavar="MB",
-    help="Most MB of onnxruntime sessions (default: no cap); SubNets beyond it are served by "
-    "the torch path. 0: no sessions.")]
-ServeOrtCacheOpt = Annotated[Path | None, typer.Option(
-    "--ort-cache-dir", metavar="DIR",
-    help="Where built onnxruntime sessions are kept (default: CKPT.onnxruntime/), keyed by "
-    "checkpoint SHA-256, SubNet, executor and onnxruntime version.")]
-ServeKeepDominatedOpt = Annotated[bool, typer.Option(
-    "--keep-dominated", help="Deploy every candidate SubNet, also those another one beats "
-    "in both accuracy and batch-1 latency (default: only the Pareto frontier).")]
-
-
-def _stack_config(checkpoint: Path, **kw: Any) -> Any:
-    from ..serve.stack import StackConfig
-
-    for key in ("deploy", "data_dir", "profile"):
-        if kw.get(key) is not None:
-            kw[key] = str(kw[key])
-    return StackConfig(checkpoint=str(checkpoint), **kw)
 
 
 def _log(msg: str) -> None:
@@ -202,7 +161,7 @@ def serve(
         _log(f"warning: binding {host}: the server is reachable from other machines"
              + ("" if token else " without a token"))
     # Everything a user can get wrong fails here, before the server starts.
-    cfg = _stack_config(
+    cfg = stack_config(
         checkpoint, policy=policy, deploy=deploy, num_subnets=num_subnets, dataset=dataset,
         data_dir=data_dir, test_subset=test_subset, profile=profile, max_batch=max_batch,
         threads=threads, switch_mode=switch_mode, executor=executor,
@@ -327,7 +286,7 @@ def serve_profile(
     """
     from ..serve.stack import build_stack
 
-    stack = build_stack(_stack_config(
+    stack = build_stack(stack_config(
         checkpoint, deploy=deploy, num_subnets=num_subnets, dataset=dataset, data_dir=data_dir,
         test_subset=test_subset, profile=profile, reprofile=True, max_batch=max_batch,
         profile_runs=runs, threads=threads, keep_dominated=keep_dominated,
@@ -443,7 +402,7 @@ def serve_runtime(
     from ..serve.runtime import ExtractedModelStore
     from ..serve.stack import build_stack
 
-    stack = build_stack(_stack_config(
+    stack = build_stack(stack_config(
         checkpoint, deploy=deploy, num_subnets=num_subnets, dataset=dataset, data_dir=data_dir,
         test_subset=test_subset, profile=profile, max_batch=max_batch, threads=threads,
         executor=executor, ort_memory_budget_mb=ort_memory_budget_mb, ort_background=False,
