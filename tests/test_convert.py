@@ -84,6 +84,12 @@ def test_reorder_keeps_the_original_and_sorts_importance():
     assert torch.all(imp[:-1] >= imp[1:])
 
 
+
+def test_reorder_moves_the_optimizer_state_with_the_weights():
+    from test_models import assert_reorder_moves_optimizer_state
+
+    assert_reorder_moves_optimizer_state(_convert("resnet_bottleneck")[1])
+
 class _Dense(nn.Module):
     def __init__(self) -> None:
         super().__init__()

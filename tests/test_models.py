@@ -131,6 +131,23 @@ def test_reorder_keeps_full_width_subnets_and_sorts(supernet):
             assert torch.all(imp[:-1] >= imp[1:])
 
 
+
+def assert_reorder_moves_optimizer_state(net: ws.SuperNet) -> None:
+    """Each weight's momentum starts as a copy of it; reordering must keep the two together
+    (and move at least one weight, or nothing was tested)."""
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    before = [p.detach().clone() for p in net.parameters()]
+    for p in net.parameters():
+        opt.state[p]["momentum_buffer"] = p.detach().clone()
+    net.reorder_channels(opt)
+    for p in net.parameters():
+        torch.testing.assert_close(opt.state[p]["momentum_buffer"], p.detach(), rtol=0, atol=0)
+    assert any(not torch.equal(b, p) for b, p in zip(before, net.parameters(), strict=True))
+
+
+def test_reorder_moves_the_optimizer_state_with_the_weights(supernet):
+    assert_reorder_moves_optimizer_state(copy.deepcopy(supernet))
+
 def test_bad_input_shape_is_a_clear_error(supernet):
     cfg = supernet.space.smallest()
     bad = torch.randn(2, supernet.in_channels + 1, 16, 16)

@@ -16,9 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..models.base import Cost, StaticNet, SuperNet, register_supernet
+from ..models.base import Cost, StaticNet, SuperNet, optimizer_permuter, register_supernet
 from ..nn import ElasticBatchNorm2d, ElasticLinear, NormContext
-from ..nn.blocks import permute_tensor_
 from ..space import SubnetConfig
 from .patterns import channels
 from .structure import Structure
@@ -349,14 +348,7 @@ class ConvertedSuperNet(SuperNet):
     # -------------------------------------------------------------- reordering
     def reorder_channels(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Sort every elastic channel group by importance (L1 of the weights that read it)."""
-
-        def apply(t: Tensor, dim: int, perm: Tensor) -> None:
-            permute_tensor_(t, dim, perm)
-            state = optimizer.state.get(t) if optimizer is not None else None
-            for value in (state or {}).values():
-                if isinstance(value, Tensor) and value.shape == t.shape:
-                    permute_tensor_(value, dim, perm)
-
+        apply = optimizer_permuter(optimizer)
         s = self.structure
         with torch.no_grad():
             for gid, grp in enumerate(s.groups):

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..nn import ElasticBatchNorm2d, NormContext
-from ..nn.blocks import permute_tensor_
+from ..nn.blocks import Permuter, permute_tensor_
 from ..registry import Registry
 from ..space import SearchSpace, SubnetConfig
 
@@ -30,6 +30,7 @@ __all__ = [
     "register_supernet",
     "create_supernet",
     "list_supernets",
+    "optimizer_permuter",
     "supernet_defaults",
 ]
 
@@ -143,13 +144,7 @@ class SuperNet(nn.Module, ABC):
         (recalibrate after reordering).
         """
 
-        def apply(t: Tensor, dim: int, perm: Tensor) -> None:
-            permute_tensor_(t, dim, perm)
-            state = optimizer.state.get(t) if optimizer is not None else None
-            for value in (state or {}).values():
-                if isinstance(value, Tensor) and value.shape == t.shape:
-                    permute_tensor_(value, dim, perm)
-
+        apply = optimizer_permuter(optimizer)
         for module in self.modules():
             if module is not self and hasattr(module, "reorder_channels_"):
                 module.reorder_channels_(apply)
@@ -167,6 +162,27 @@ class SuperNet(nn.Module, ABC):
         self.space.validate(subnet)
         self.subnet_norms[subnet] = {k: (m.detach().clone(), v.detach().clone())
                                      for k, (m, v) in stats.items()}
+
+
+def optimizer_permuter(optimizer: torch.optim.Optimizer | None) -> Permuter:
+    """The `Permuter` every SuperNet's `reorder_channels` hands its layers: it reorders a
+    tensor in place and, with `optimizer`, that tensor's per-parameter state of the same
+    shape (momentum, Adam moments), so training continues as if the channels had always
+    been in the new order.
+
+    One home for the built-in SuperNets and the converted one (convert builds on models,
+    so it lives here): a state a reordering forgot would pair the moved weights with
+    another channel's momentum.
+    """
+
+    def apply(t: Tensor, dim: int, perm: Tensor) -> None:
+        permute_tensor_(t, dim, perm)
+        state = optimizer.state.get(t) if optimizer is not None else None
+        for value in (state or {}).values():
+            if isinstance(value, Tensor) and value.shape == t.shape:
+                permute_tensor_(value, dim, perm)
+
+    return apply
 
 
 # ------------------------------------------------------------------- registry
