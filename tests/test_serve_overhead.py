@@ -181,6 +181,17 @@ def test_measured_overhead_is_positive_and_decode_is_fast():
         measure_request_overhead(SHAPE, 10, encoding="xml")
 
 
+def test_a_failing_probe_says_so_and_stops_its_worker():
+    import threading
+
+    from weightshare.serve.overhead import _asgi_infer_ms
+
+    before = set(threading.enumerate())
+    with pytest.raises(RuntimeError, match="overhead probe answered 400"):
+        _asgi_infer_ms(SHAPE, 10, b"not json", None, runs=3)
+    assert not [t for t in set(threading.enumerate()) - before if t.name == "weightshare-infer"]
+
+
 # ------------------------------------------------------------------ decoding
 def _bodies(x: np.ndarray) -> dict[str, tuple[bytes, str | None]]:
     tensor = {"name": "input", "shape": list(x.shape), "datatype": "FP32"}

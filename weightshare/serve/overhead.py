@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -169,6 +169,37 @@ def measure_decode_ms(input_shape: tuple[int, ...], runs: int = 200) -> dict[str
     return out
 
 
+def _median_trip_ms(num_classes: int, runs: int,
+                    make_trip: Callable[[Any], Callable[[], Awaitable[Any]]],
+                    warmup: int = 10) -> float:
+    """Median ms of `runs` awaits of one trip (after `warmup` more, discarded), all in one
+    asyncio event loop, against a real worker thread with a null backend started for them
+    and stopped after: `_median_ms` for the probes that go through the worker and a loop.
+    `make_trip(worker)`, called once before the loop runs, returns the coroutine function
+    one trip awaits; only the awaits are timed."""
+    import asyncio
+
+    from .worker import InferenceWorker
+
+    policy, profile = _handoff_parts(num_classes)
+    worker = InferenceWorker(_NullBackend(num_classes), policy, profile,
+                             queue_capacity=None).start()
+
+    async def trips(trip: Callable[[], Awaitable[Any]]) -> list[float]:
+        times = []
+        for _ in range(runs + warmup):
+            t0 = time.perf_counter()
+            await trip()
+            times.append(time.perf_counter() - t0)
+        return times[warmup:]
+
+    try:
+        times = asyncio.run(trips(make_trip(worker)))
+    finally:
+        worker.stop(drain=False)
+    return statistics.median(times) * 1e3
+
+
 def _handoff_ms(num_classes: int, input_shape: tuple[int, ...], runs: int) -> float:
     """Median round trip of one request through a real worker thread with a null backend
     and back to an asyncio event loop, as the server's handler does it."""
@@ -176,30 +207,21 @@ def _handoff_ms(num_classes: int, input_shape: tuple[int, ...], runs: int) -> fl
 
     import torch
 
-    from .worker import InferenceWorker
-
-    policy, profile = _handoff_parts(num_classes)
-    worker = InferenceWorker(_NullBackend(num_classes), policy, profile,
-                             queue_capacity=None).start()
     x = torch.zeros(1, *input_shape)
 
-    async def trips() -> list[float]:
-        loop = asyncio.get_running_loop()
-        times = []
-        for _ in range(runs + 10):
+    def make_trip(worker: Any) -> Callable[[], Awaitable[Any]]:
+        # The future is made inside the timed trip, as the server's handler makes one per
+        # request (about a microsecond here).
+        async def trip() -> Any:
+            loop = asyncio.get_running_loop()
             fut: asyncio.Future[Any] = loop.create_future()
-            t0 = time.perf_counter()
-            worker.submit(x, 10.0, lambda c, f=fut: loop.call_soon_threadsafe(
-                lambda: f.done() or f.set_result(c)))
-            await fut
-            times.append(time.perf_counter() - t0)
-        return times[10:]
+            worker.submit(x, 10.0, lambda c: loop.call_soon_threadsafe(
+                lambda: fut.done() or fut.set_result(c)))
+            return await fut
 
-    try:
-        times = asyncio.run(trips())
-    finally:
-        worker.stop(drain=False)
-    return statistics.median(times) * 1e3
+        return trip
+
+    return _median_trip_ms(num_classes, runs, make_trip)
 
 
 def _asgi_infer_ms(input_shape: tuple[int, ...], num_classes: int, body: bytes,
@@ -207,16 +229,8 @@ def _asgi_infer_ms(input_shape: tuple[int, ...], num_classes: int, body: bytes,
     """Median ms of one infer request through the real app (routing, decode, hand-off to a
     worker with a null backend, encode), called over ASGI in this process: the server's
     whole request path short of the socket."""
-    import asyncio
-
     from .server import ServerConfig, create_app
-    from .worker import InferenceWorker
 
-    policy, profile = _handoff_parts(num_classes)
-    worker = InferenceWorker(_NullBackend(num_classes), policy, profile,
-                             queue_capacity=None).start()
-    app = create_app(worker, input_shape, num_classes,
-                     ServerConfig(slo_ms=60_000.0, max_request_batch=1))
     headers = [(b"content-type", b"application/json"),
                (b"content-length", str(len(body)).encode())]
     if header_len is not None:
@@ -227,40 +241,33 @@ def _asgi_infer_ms(input_shape: tuple[int, ...], num_classes: int, body: bytes,
              "root_path": "", "headers": headers, "client": ("127.0.0.1", 1),
              "server": ("127.0.0.1", 80)}
 
-    async def one() -> int:
-        sent = False
-        status = 0
+    def make_trip(worker: Any) -> Callable[[], Awaitable[None]]:
+        app = create_app(worker, input_shape, num_classes,
+                         ServerConfig(slo_ms=60_000.0, max_request_batch=1))
 
-        async def receive() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        async def trip() -> None:
+            sent = False
+            status = 0
 
-        async def send(msg: dict[str, Any]) -> None:
-            nonlocal status
-            if msg["type"] == "http.response.start":
-                status = msg["status"]
+            async def receive() -> dict[str, Any]:
+                nonlocal sent
+                if sent:
+                    return {"type": "http.disconnect"}
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
 
-        await app(scope, receive, send)
-        return status
+            async def send(msg: dict[str, Any]) -> None:
+                nonlocal status
+                if msg["type"] == "http.response.start":
+                    status = msg["status"]
 
-    async def trips() -> list[float]:
-        times = []
-        for _ in range(runs + 10):
-            t0 = time.perf_counter()
-            status = await one()
-            times.append(time.perf_counter() - t0)
+            await app(scope, receive, send)
             if status != 200:
                 raise RuntimeError(f"overhead probe answered {status}")
-        return times[10:]
 
-    try:
-        times = asyncio.run(trips())
-    finally:
-        worker.stop(drain=False)
-    return statistics.median(times) * 1e3
+        return trip
+
+    return _median_trip_ms(num_classes, runs, make_trip)
 
 
 def _handoff_parts(num_classes: int) -> tuple[Any, Any]:
