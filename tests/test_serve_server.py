@@ -248,6 +248,31 @@ def test_server_thread_socket_is_tcp_so_answers_are_not_delayed(stack):
         server.sock.close()
 
 
+
+def test_a_server_thread_whose_server_dies_before_starting_says_so():
+    from weightshare.serve.threads import UvicornThread
+
+    class _Dies:  # a uvicorn server whose run returns before it started (a failed startup)
+        started = should_exit = False
+
+        def run(self, sockets):
+            assert sockets[0].getsockname()[1] > 0
+
+    class _Probe(UvicornThread):
+        what = "the probe server"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.fake = _Dies()
+            self._serve_with(self.fake, self.fake.run, "weightshare-probe")
+
+    probe = _Probe()
+    assert probe.url == f"http://127.0.0.1:{probe.port}"
+    with pytest.raises(RuntimeError, match="the probe server did not start"):
+        probe.start(timeout=5)
+    probe.stop()
+    assert probe.fake.should_exit and probe.sock.fileno() == -1
+
 def test_tritonclient_works_unmodified(stack):
     httpclient = pytest.importorskip("tritonclient.http")
     with ServerThread(make_app(stack)) as server:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -37,6 +35,7 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 
 from .batching import QueueFull
 from .stack import Stack, StackConfig, build_stack
+from .threads import UvicornThread
 from .worker import Completion, InferenceWorker, ShuttingDown
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "KServeThread", "WeightsharePredictor", "build_parser",
@@ -165,58 +164,38 @@ class WeightsharePredictor(Model):
 
 
 # ------------------------------------------------------------------ running
-class KServeThread:
+class KServeThread(UvicornThread):
     """KServe's REST server (its FastAPI app with the V2 routes) for `models`, in a background
     thread on a socket bound to `host:port` (port 0: a free one). KServe's `ModelServer.start`
     always binds 0.0.0.0 and blocks; this is the same server on a socket of our choosing,
-    for tests and for `main(--host)`."""
+    for tests and for `main(--host)`. The thread, the wait for startup and the stop are
+    `threads.UvicornThread`'s (as `server.ServerThread`'s); `stop` also stops the models."""
+
+    what = "the KServe server"
+    start_timeout = 30.0
 
     def __init__(self, models: list[Model], host: str = "127.0.0.1", port: int = 0) -> None:
         from kserve.model_server import ModelServer
         from kserve.protocol.rest.server import RESTServer
 
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.host, self.port = host, self.sock.getsockname()[1]
+        super().__init__(host, port)
         self.model_server = ModelServer(http_port=self.port, enable_grpc=False)
         self.model_server._register_and_check_atleast_one_model_is_ready(models)
         self.rest = RESTServer("kserve.model_server:app", self.model_server.dataplane,
                                self.model_server.model_repository_extension, self.port)
         self.rest.config.host = host
         self.models = models
-        self.thread = threading.Thread(target=self.rest.run, kwargs={"sockets": [self.sock]},
-                                       name="weightshare-kserve", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 30.0) -> KServeThread:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.rest._server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the KServe server did not start")
-            time.sleep(0.01)
-        return self
+        # RESTServer.run builds KServe's app, then runs its uvicorn server (`_server`)
+        self._serve_with(self.rest._server, self.rest.run, "weightshare-kserve")
 
     def stop(self, timeout: float = 20.0) -> None:
-        self.rest._server.should_exit = True
-        self.thread.join(timeout)
-        self.sock.close()
+        super().stop(timeout)
         for m in self.models:
             m.stop()
 
     def run_forever(self) -> None:
         self.thread.start()
         self.thread.join()
-
-    def __enter__(self) -> KServeThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def build_parser() -> argparse.ArgumentParser:

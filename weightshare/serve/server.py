@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -64,6 +63,7 @@ from .protocol import (
     request_slo_ms,
     wants_binary_output,
 )
+from .threads import UvicornThread
 from .worker import Completion, InferenceWorker, ShuttingDown
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "ServerConfig", "ServerThread", "WorkerSlot",
@@ -328,48 +328,18 @@ def create_app(worker: InferenceWorker | WorkerSlot, input_shape: tuple[int, ...
 
 
 # ------------------------------------------------------------------ running
-class ServerThread:
+class ServerThread(UvicornThread):
     """Run an app under uvicorn in a background thread on 127.0.0.1 (tests, benchmarks).
 
     The socket is bound before the thread starts, so `port` is known at once
     (port 0 picks a free one). `stop()` asks uvicorn for a graceful shutdown.
+    The thread, the wait for startup and the stop are `threads.UvicornThread`'s.
     """
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
         import uvicorn
 
-        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted connections only
-        # when the listening socket says TCP, and without it every JSON answer (headers,
-        # then body) waits ~40 ms for a delayed ACK (Nagle).
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.host, self.port = host, self.sock.getsockname()[1]
+        super().__init__(host, port)
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
                                                     timeout_graceful_shutdown=10))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       name="weightshare-http", daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
-
-    def start(self, timeout: float = 20.0) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.01)
-        return self
-
-    def stop(self, timeout: float = 20.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout)
-        self.sock.close()
-
-    def __enter__(self) -> ServerThread:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self._serve_with(self.server, self.server.run, "weightshare-http")
