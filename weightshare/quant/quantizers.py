@@ -104,17 +104,14 @@ def _ste(x: Tensor, q: Tensor) -> Tensor:
 
 
 def quantize_act(x: Tensor, bits: int) -> Tensor:
-    """ReLU + HWGQ rounding to `bits` (32: plain ReLU)."""
+    """ReLU + HWGQ rounding to `bits` (32: plain ReLU): `_act_level`'s value with the
+    straight-through gradient of its ReLU and clip."""
+    y = _act_range(x, bits)
     if bits == FLOAT_BITS:
-        return torch.relu(x)
-    if bits in PER_CHANNEL_BITS:
-        y = torch.relu(x)
-        scale = act_channel_scale(y, bits)
-        return _ste(y, torch.round(y / scale) * scale)
-    step = ACT_STEPS[bits]
-    # clamp outside the STE: no gradient below 0 (the ReLU) or above the clip level
-    y = x.clamp(0.0, act_clip(bits))
-    return _ste(y, torch.round(y / step) * step)
+        return y
+    # The levels are computed once, by `_act_grid` (as `_act_level`, which the mixed search
+    # op uses), on the clipped input without autograd; the gradient is the clip's.
+    return _ste(y, _act_grid(y.detach(), bits))
 
 
 def weight_step(w: Tensor, bits: int) -> Tensor:
@@ -142,15 +139,26 @@ def quantize_weight(w: Tensor, bits: int) -> Tensor:
     return _ste(w, (k + 0.5) * step)
 
 
-def _act_level(x: Tensor, bits: int) -> Tensor:
-    if bits == FLOAT_BITS:
+def _act_range(x: Tensor, bits: int) -> Tensor:
+    """The part of the activation quantizer with a gradient: the ReLU, and at the
+    fixed-step widths (2, 4) the clip at the top level (above it: no gradient)."""
+    if bits == FLOAT_BITS or bits in PER_CHANNEL_BITS:
         return torch.relu(x)
-    if bits in PER_CHANNEL_BITS:
-        y = torch.relu(x)
-        scale = act_channel_scale(y, bits)
-        return torch.round(y / scale) * scale
-    step = ACT_STEPS[bits]
-    return torch.round(x.clamp(0.0, act_clip(bits)) / step) * step
+    return x.clamp(0.0, act_clip(bits))
+
+
+def _act_grid(y: Tensor, bits: int) -> Tensor:
+    """`y`, already in range (`_act_range`), rounded to the grid of `bits` (32: `y`)."""
+    if bits == FLOAT_BITS:
+        return y
+    scale = act_channel_scale(y, bits) if bits in PER_CHANNEL_BITS else ACT_STEPS[bits]
+    return torch.round(y / scale) * scale
+
+
+def _act_level(x: Tensor, bits: int) -> Tensor:
+    """The value of `quantize_act(x, bits)`, without its straight-through gradient: the one
+    level computation, shared with `quantize_act` so the two cannot drift apart."""
+    return _act_grid(_act_range(x, bits), bits)
 
 
 class _MixedAct(torch.autograd.Function):
