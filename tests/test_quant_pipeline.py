@@ -138,6 +138,33 @@ def test_retrain_resume_and_corrupt_checkpoint(tmp_path):
         load_retrained(ckpt)
 
 
+
+def test_run_checkpoint_round_trip_and_a_misfit_names_the_network(tmp_path):
+    from weightshare.quant.train_utils import restore_run, save_run
+    from weightshare.train.run import Run
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    run = Run(tmp_path, "retrain.pt")
+    run.restore(7, [{"epoch": 0, "step": 7}], 1.5)
+    save_run(run, "retrain", 7, {"model": net, "optimizer": opt}, channels=4)
+    state = load_state(tmp_path / "retrain.pt", "retrain")
+    assert (state["channels"], state["step"], state["wall_s"]) == (4, 7, 1.5)
+
+    net2 = torch.nn.Linear(3, 2)
+    opt2 = torch.optim.SGD(net2.parameters(), lr=0.1, momentum=0.9)
+    resumed = Run(tmp_path, "retrain.pt", resume=True)
+    restore_run(resumed, state, {"model": net2, "optimizer": opt2}, "this network")
+    assert (resumed.step, resumed.history, resumed.wall_s) == (7, [{"epoch": 0, "step": 7}], 1.5)
+    assert torch.equal(net2.weight, net.weight)
+    assert torch.equal(opt2.state[net2.weight]["momentum_buffer"],
+                       opt.state[net.weight]["momentum_buffer"])
+    with pytest.raises(CheckpointError, match="retrain.pt does not fit this network"):
+        restore_run(resumed, state, {"model": torch.nn.Linear(4, 2)}, "this network")
+
 def test_the_architecture_step_is_cross_entropy_only(tmp_path, monkeypatch):
     """lambda moves bit widths, never operations (the reference's architect: CE only).
 

@@ -23,15 +23,14 @@ from ..checkpoint import CheckpointError
 from ..data import Dataset, Loader
 from ..errors import ConfigError
 from ..io import atomic_write_text
-from ..train.common import pick_device
-from ..train.run import EpochMeter, Run, check_resume
+from ..train.run import EpochMeter, check_resume
 from ..train.schedules import cosine_lr
 from .config import QuantConfig
 from .cost import bitops_split, layer_bitops
 from .derived import DerivedNetwork
 from .genotype import Genotype, GenotypeError
-from .state import load_state, save_state
-from .train_utils import evaluate, load_data
+from .state import load_state
+from .train_utils import evaluate, restore_run, save_run, start_run
 
 __all__ = ["RetrainResult", "load_retrained", "retrain"]
 
@@ -56,16 +55,14 @@ def _spec_for(genotype: Genotype, data: Dataset) -> None:
 def retrain(cfg: QuantConfig, genotype: Genotype, out: str | Path, *, resume: bool = False,
             data: Dataset | None = None) -> RetrainResult:
     """QAT-train the derived network of `genotype` from scratch in folder `out`."""
-    run = Run(Path(out), "retrain.pt", resume=resume)
+    run, device, data = start_run(cfg, out, "retrain.pt", resume=resume, data=data,
+                                  train_subset=cfg.retrain_subset)
     out, ckpt_path = run.out, run.path
-    device = pick_device(cfg.device)
-    if data is None:
-        data = load_data(cfg, cfg.retrain_subset)
     _spec_for(genotype, data)
-    torch.manual_seed(cfg.seed)
     model = DerivedNetwork(genotype, cfg.retrain_C).to(device)
     opt = torch.optim.SGD(model.parameters(), lr=cfg.retrain_lr, momentum=0.9, nesterov=True,
                           weight_decay=cfg.retrain_weight_decay)
+    parts = {"model": model, "optimizer": opt}
     loader = Loader(data.train, data, cfg.retrain_batch_size, train=True, seed=cfg.seed,
                     augment=cfg.augment, device=device)
     spe = len(loader)
@@ -74,24 +71,15 @@ def retrain(cfg: QuantConfig, genotype: Genotype, out: str | Path, *, resume: bo
         state = load_state(ckpt_path, "retrain")
         check_resume(ckpt_path, state, {"genotype": genotype.to_dict(),
                                         "channels": cfg.retrain_C}, what="genotype or width")
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise CheckpointError(f"{ckpt_path} does not fit this network: {str(err)[:300]}"
-                                  ) from None
-        run.restore(state["step"], state["history"], state["wall_s"])
+        restore_run(run, state, parts, "this network")
         if run.step >= total and (out / "retrain.json").is_file():
             summary = json.loads((out / "retrain.json").read_text())
             return RetrainResult(model.eval(), out, summary)
     history = run.history
 
     def save(at: int, extra: dict | None = None) -> None:
-        save_state(ckpt_path, "retrain", {
-            "genotype": genotype.to_dict(), "channels": cfg.retrain_C, "config": cfg.to_dict(),
-            "step": at, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "history": history, "wall_s": run.wall_s, **(extra or {}),
-        })
+        save_run(run, "retrain", at, parts, genotype=genotype.to_dict(), channels=cfg.retrain_C,
+                 config=cfg.to_dict(), **(extra or {}))
 
     run.start(total=total, steps_per_epoch=spe, max_steps=cfg.max_steps, desc="quant retrain",
               progress=cfg.progress)

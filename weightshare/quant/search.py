@@ -28,18 +28,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import CheckpointError
 from ..data import Dataset, Loader
 from ..io import atomic_write_text
-from ..train.common import pick_device
-from ..train.run import EpochMeter, Run, check_resume
+from ..train.run import EpochMeter, check_resume
 from ..train.schedules import cosine_lr
 from .config import QuantConfig
 from .cost import BITOPS_UNIT, complexity_loss, conv_macs, expected_bitops
 from .genotype import Genotype, NetSpec, save_genotype
 from .search_model import SearchNetwork
-from .state import load_state, save_state
-from .train_utils import load_data
+from .state import load_state
+from .train_utils import restore_run, save_run, start_run
 
 __all__ = ["SearchResult", "build_search_network", "search"]
 
@@ -67,12 +65,9 @@ def _set_grad(params: list[torch.nn.Parameter], flag: bool) -> None:
 def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
            data: Dataset | None = None) -> SearchResult:
     """Run (or resume, or return the finished) search described by `cfg` in folder `out`."""
-    run = Run(Path(out), "search.pt", resume=resume)
+    run, device, data = start_run(cfg, out, "search.pt", resume=resume, data=data,
+                                  train_subset=cfg.train_subset)
     out, ckpt_path = run.out, run.path
-    device = pick_device(cfg.device)
-    if data is None:
-        data = load_data(cfg, cfg.train_subset)
-    torch.manual_seed(cfg.seed)
     net = build_search_network(cfg, data).to(device)
     shape = (data.in_channels, data.image_size, data.image_size)
     macs = conv_macs(net, shape)
@@ -83,6 +78,7 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
     ], momentum=cfg.momentum)
     a_opt = torch.optim.Adam(arch, lr=cfg.arch_lr, betas=(0.5, 0.999),
                              weight_decay=cfg.arch_weight_decay)
+    parts = {"model": net, "w_opt": w_opt, "a_opt": a_opt}
     train_loader = Loader(data.train, data, cfg.batch_size, train=True, seed=cfg.seed,
                           augment=cfg.augment, device=device)
     # the architecture split: shuffled, never augmented, its own seed stream
@@ -110,25 +106,15 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
     if run.resuming:
         state = load_state(ckpt_path, "search")
         check_resume(ckpt_path, state.get("config", {}), cfg.model_view())
-        try:
-            net.load_state_dict(state["model"])
-            w_opt.load_state_dict(state["w_opt"])
-            a_opt.load_state_dict(state["a_opt"])
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise CheckpointError(f"{ckpt_path} does not fit this search network: "
-                                  f"{str(err)[:300]}") from None
-        run.restore(state["step"], state["history"], state["wall_s"])
+        restore_run(run, state, parts, "this search network")
         trace = list(state.get("trace", []))
     history = run.history
     if run.step == 0 and not trace:
         record_trace(0)
 
     def save(at: int) -> None:
-        save_state(ckpt_path, "search", {
-            "config": cfg.to_dict(), "step": at, "steps_per_epoch": spe, "total_steps": total,
-            "model": net.state_dict(), "w_opt": w_opt.state_dict(), "a_opt": a_opt.state_dict(),
-            "history": history, "trace": trace, "wall_s": run.wall_s,
-        })
+        save_run(run, "search", at, parts, config=cfg.to_dict(), steps_per_epoch=spe,
+                 total_steps=total, trace=trace)
 
     run.start(total=total, steps_per_epoch=spe, max_steps=cfg.max_steps, desc="quant search",
               progress=cfg.progress)
