@@ -261,6 +261,20 @@ def test_traces_are_seeded_and_registered():
         make_trace("nope")
 
 
+def test_policy_and_trace_specs_share_their_options_and_errors():
+    # both go through serve.spec.make_from_spec: overrides win over the spec, a bare argument
+    # fills a policy's positional keyword, and a misfit is a ValueError naming the options
+    assert make_trace("poisson:rate=50,duration=1,seed=3", rate=5) == \
+        make_trace("poisson:rate=5,duration=1,seed=3")
+    assert make_policy("fixed:s1", model="s2").model == "s2"
+    with pytest.raises(ValueError, match=r"trace 'poisson': bad options \['rate', 'wrong'\]"):
+        make_trace("poisson:rate=5", wrong=1)
+    with pytest.raises(ValueError, match=r"policy 'fixed': bad options \['model', 'wrong'\]"):
+        make_policy("fixed:s1,wrong=1")
+    with pytest.raises(ValueError, match="trace spec 'gamma:4': cannot read '4'"):
+        make_trace("gamma:4")
+
+
 def test_azure_sample_layout_and_replay(tmp_path):
     path = write_azure_sample(tmp_path / "az.csv", n_functions=3, seed=1)
     header = path.read_text().splitlines()[0].split(",")

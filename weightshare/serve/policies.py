@@ -37,7 +37,7 @@ from ..registry import Registry
 from .core import Decision, QueueView, Request
 from .overhead import RequestOverhead
 from .profile import Profile
-from .spec import parse_spec
+from .spec import make_from_spec
 
 __all__ = [
     "FixedAIMD",
@@ -99,14 +99,7 @@ def make_policy(spec: str, **options: Any) -> Policy:
     Examples: "slackfit", "slackfit:bucket_ms=0.5", "fixed:s3", "fixed:largest,add=2",
     "infaas:max_held=2,acc_target=80".
     """
-    name = spec.strip().partition(":")[0]
-    cls = _POLICIES.get(name)
-    _, kwargs = parse_spec(spec, "policy", cls.positional)
-    kwargs.update(options)
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ValueError(f"policy {name!r}: bad options {sorted(kwargs)}: {err}") from None
+    return make_from_spec(spec, _POLICIES, options)
 
 
 # -------------------------------------------------------------------- helpers

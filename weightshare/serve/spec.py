@@ -1,12 +1,17 @@
-"""Parse the "name:arg,key=value,..." strings that name policies and traces on the CLI."""
+"""Parse the "name:arg,key=value,..." strings that name policies and traces on the CLI,
+and build the registered thing a spec names (`make_from_spec`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 from ..presets import parse_value as _yaml_value
+from ..registry import Registry
 
-__all__ = ["parse_value", "parse_spec"]
+__all__ = ["make_from_spec", "parse_value", "parse_spec"]
+
+T = TypeVar("T")
 
 
 def parse_value(text: str) -> Any:
@@ -42,3 +47,24 @@ def parse_spec(spec: str, kind: str, positional: str | None = None) -> tuple[str
         else:
             raise ValueError(f"{kind} spec {spec!r}: cannot read {part!r} (use key=value)")
     return name, kwargs
+
+
+def make_from_spec(spec: str, registry: Registry[Callable[..., T]],
+                   options: Mapping[str, Any]) -> T:
+    """Build what `spec` names in `registry`: look the name up, read the spec's arguments
+    (a bare one fills the keyword the factory names in its `positional` attribute, if it
+    has one, as a policy class may), add `options` (they win), and call the factory.
+
+    One place for `make_policy` and `make_trace`, so both say the same thing when an option
+    does not fit: a ValueError naming the kind, the name and the options given (the
+    factory's TypeError), never a bare TypeError.
+    """
+    name = spec.strip().partition(":")[0]
+    factory = registry.get(name)
+    _, kwargs = parse_spec(spec, registry.kind, getattr(factory, "positional", None))
+    kwargs.update(options)
+    try:
+        return factory(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"{registry.kind} {name!r}: bad options {sorted(kwargs)}: {err}"
+                         ) from None

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from ..registry import Registry
-from .spec import parse_spec
+from .spec import make_from_spec
 
 __all__ = [
     "AZURE_SAMPLE",
@@ -116,13 +116,7 @@ def list_traces() -> list[str]:
 
 def make_trace(spec: str, **overrides: Any) -> Trace:
     """A trace from "name:key=value,...", e.g. "gamma:rate=100,cv2=4,duration=10,seed=1"."""
-    name, kwargs = parse_spec(spec, "trace")
-    fn = _TRACES.get(name)
-    kwargs.update(overrides)
-    try:
-        return fn(**kwargs)
-    except TypeError as err:
-        raise ValueError(f"trace {name!r}: bad options {sorted(kwargs)}: {err}") from None
+    return make_from_spec(spec, _TRACES, overrides)
 
 
 # ------------------------------------------------------------------ processes
