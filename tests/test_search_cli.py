@@ -101,6 +101,26 @@ def test_frontier(work):
     assert Path(res["plot"]).stat().st_size > 0
 
 
+def test_frontier_saves_statistics_of_the_kept_subnets_only(work, tmp_path):
+    import shutil
+
+    from weightshare.checkpoint import load_checkpoint
+    from weightshare.space import SubnetConfig
+
+    ck = tmp_path / "ck.pt"
+    for src in work["ck"].parent.glob(work["ck"].stem + ".*"):  # the checkpoint + predictor
+        shutil.copy(src, tmp_path / src.name)
+    before = set(load_checkpoint(ck).supernet.subnet_norms)
+    out = tmp_path / "frontier.json"
+    ok("frontier", "-c", ck, "-t", work["table"], *QUICK, *DATA, "-o", out)
+    doc = json.loads(out.read_text())
+    stats = set(load_checkpoint(ck).supernet.subnet_norms) - before
+    kept = {SubnetConfig.from_dict(p["subnet"]) for p in doc["frontier"]}
+    dropped = {SubnetConfig.from_dict(p["subnet"]) for p in doc["dominated_when_measured"]}
+    assert dropped - before, "this seeded search drops some SubNets once measured"
+    assert kept - before <= stats and not (dropped - before) & stats
+
+
 def test_profile_calibrated_and_check_reports_both_errors(work):
     table = work["dir"] / "cal_table.json"
     out = json.loads(ok("profile", "-c", work["ck"], "-o", table, "--runs", "2", "--warmup", "1",

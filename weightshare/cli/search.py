@@ -345,6 +345,8 @@ def frontier(
     dropped: list = []
     if remeasure and not keep_dominated:
         points, dropped = measured_pareto(points, cost_key(result.objective))
+        for p in dropped:  # never deployed: their BN statistics would only bloat the file
+            net.subnet_norms.pop(p.subnet, None)
     table = evaluator.table
     save_frontier(output, points, supernet=supernet_identity(net), extra={
         "objective": result.objective, "constraints": constraints, "accuracy_source": source,
