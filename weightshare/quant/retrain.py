@@ -30,7 +30,7 @@ from .cost import bitops_split, layer_bitops
 from .derived import DerivedNetwork
 from .genotype import Genotype, GenotypeError
 from .state import load_state
-from .train_utils import evaluate, restore_run, save_run, start_run
+from .train_utils import checkpointed_batches, evaluate, restore_run, save_run, start_run
 
 __all__ = ["RetrainResult", "load_retrained", "retrain"]
 
@@ -86,7 +86,7 @@ def retrain(cfg: QuantConfig, genotype: Genotype, out: str | Path, *, resume: bo
     meter = EpochMeter()
     model.train()
     try:
-        for batch in run.batches(loader):
+        for batch in checkpointed_batches(run, loader, save, cfg.save_every_steps):
             x, y = batch.x, batch.y
             lr = cosine_lr(batch.step, total, cfg.retrain_lr)
             for g in opt.param_groups:
@@ -104,9 +104,6 @@ def retrain(cfg: QuantConfig, genotype: Genotype, out: str | Path, *, resume: bo
                 rec = {"epoch": batch.epoch, "step": step, "train_loss": train_loss,
                        "train_acc": train_acc, "wall_s": run.wall_s}
                 run.record_epoch(rec)
-                save(step)
-            elif run.save_due(cfg.save_every_steps):
-                save(step)
     finally:
         run.close()
     step, wall = run.step, run.wall_s

@@ -37,7 +37,7 @@ from .cost import BITOPS_UNIT, complexity_loss, conv_macs, expected_bitops
 from .genotype import Genotype, NetSpec, save_genotype
 from .search_model import SearchNetwork
 from .state import load_state
-from .train_utils import restore_run, save_run, start_run
+from .train_utils import checkpointed_batches, restore_run, save_run, start_run
 
 __all__ = ["SearchResult", "build_search_network", "search"]
 
@@ -122,7 +122,7 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
     arch_batches: list | None = None
     arch_epoch = -1
     try:
-        for batch in run.batches(train_loader):
+        for batch in checkpointed_batches(run, train_loader, save, cfg.save_every_steps):
             x, y = batch.x, batch.y
             if batch.step >= warm:
                 if arch_epoch != batch.epoch:  # once per epoch, where the first arch step falls
@@ -159,9 +159,6 @@ def search(cfg: QuantConfig, out: str | Path, *, resume: bool = False,
                        "expected_mbitops": trace[-1]["expected_mbitops"],
                        "arch_on": step > warm, "wall_s": run.wall_s}
                 run.record_epoch(rec)
-                save(step)
-            elif run.save_due(cfg.save_every_steps):
-                save(step)
     finally:
         run.close()
     step, wall = run.step, run.wall_s

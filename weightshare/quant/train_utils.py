@@ -8,7 +8,7 @@ The run scaffold (folder, resume checks, step log, progress, batch loop) is
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,12 @@ from ..checkpoint import CheckpointError
 from ..data import Dataset, Loader, load_dataset
 from ..train.common import pick_device
 from ..train.evaluate import classify
-from ..train.run import Run
+from ..train.run import Batch, Run
 from .config import QuantConfig
 from .state import save_state
 
-__all__ = ["evaluate", "load_data", "restore_run", "save_run", "start_run"]
+__all__ = ["checkpointed_batches", "evaluate", "load_data", "restore_run", "save_run",
+           "start_run"]
 
 
 def load_data(cfg: QuantConfig, train_subset: int | None) -> Dataset:
@@ -68,6 +69,17 @@ def save_run(run: Run, kind: str, step: int, parts: Mapping[str, Any], **fields:
         "history": run.history, "wall_s": run.wall_s,
     })
 
+
+
+def checkpointed_batches(run: Run, loader: Any, save: Callable[[int], None],
+                         every: int | None) -> Iterator[Batch]:
+    """`run.batches(loader)`, checkpointing as search and retraining do: once the caller's
+    step is done (it advanced the run and, at an epoch's end, recorded the epoch), `save`
+    at the end of every epoch (so the saved history holds it) and every `every` steps."""
+    for batch in run.batches(loader):
+        yield batch
+        if run.epoch_done or run.save_due(every):
+            save(run.step)
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, device: torch.device, batch_size: int = 256,
