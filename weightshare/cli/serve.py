@@ -7,12 +7,9 @@ The options they share, and the `StackConfig` built from them, are in `serve_opt
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-
-if TYPE_CHECKING:
-    pass
 
 from .core import (
     DataDirOpt,
