@@ -60,6 +60,7 @@ from weightshare.search import (  # noqa: E402
 )
 from weightshare.search.finetune import FinetuneConfig, finetune  # noqa: E402
 from weightshare.search.specialize import (  # noqa: E402
+    PicksOverCap,
     dataset_for,
     latency_fn,
     measured_test_accuracy,
@@ -215,15 +216,25 @@ def main() -> None:
                for f in (0.1, 0.3, 0.5, 0.7, 0.9)]
     rows: list[dict[str, Any]] = []
     specialize_s = 0.0
-    # Each pick is verified as `weightshare search` does by default: timed on this machine,
-    # stepped down the Pareto set until it meets its cap, its test accuracy measured. The
-    # latency reported is a *second*, independent timing, so "meets" can still fail.
+    # Each pick is verified as `weightshare search` does by default: timed on this machine
+    # (it must meet the cap in every round), stepped down the Pareto set until it does, its
+    # test accuracy measured. The latency reported is a *second*, independent timing with
+    # the table's own statistic (fastest call of the best round), so "meets" can still fail.
     measure_ms = latency_fn(net, table, rounds=args.rounds, runs=args.runs)
+    check_ms = latency_fn(net, table, rounds=args.rounds, runs=args.runs, worst_round=False)
     for t in targets:
         t0 = time.perf_counter()
-        [res] = specialize_targets(net, ev, [t], pop_size=args.population,
-                                   generations=args.generations, seed=0, measure_ms=measure_ms,
-                                   measure_acc=measured_test_accuracy(net, data))
+        try:
+            [res] = specialize_targets(net, ev, [t], pop_size=args.population,
+                                       generations=args.generations, seed=0,
+                                       measure_ms=measure_ms,
+                                       measure_acc=measured_test_accuracy(net, data))
+        except PicksOverCap as err:  # a result, not a crash: no SubNet met it when measured
+            rows.append({"name": t.name, "constraint": t.constraints, "subnet": None,
+                         "error": str(err), "rejected": err.rejected, "meets_constraint": False,
+                         "specialize_s": time.perf_counter() - t0})
+            print(f"{t.name}: {err}", flush=True)
+            continue
         cfg = res.best.subnet
         export_onnx(net.extract(cfg), work / f"{t.name}.onnx", net.input_shape(cfg),
                     exporter="torchscript")
@@ -231,7 +242,7 @@ def main() -> None:
         specialize_s += spent
         ver = res.verified
         assert ver is not None and ver.measured_acc is not None
-        measured_ms = measure_ms(cfg)
+        measured_ms = check_ms(cfg)
         rows.append({"name": t.name, "constraint": t.constraints, "subnet": cfg.to_dict(),
                      "predicted_acc": res.best.acc, "measured_acc": ver.measured_acc,
                      "acc_images": ver.acc_images, "latency_ms": measured_ms,
@@ -241,13 +252,14 @@ def main() -> None:
                      "meets_constraint": measured_ms <= t.max_latency_ms,
                      "macs": res.best.costs["macs"], "specialize_s": spent})
         print(f"{t.name}: cap {t.max_latency_ms} ms -> measured {measured_ms:.3f} ms "
-              f"(pred {res.best.costs['latency_ms']:.3f}, {len(ver.rejected or [])} picks "
-              f"stepped down), acc pred {res.best.acc:.2f} / test {ver.measured_acc:.2f}, "
-              f"{spent:.1f} s", flush=True)
+              f"(pred {res.best.costs['latency_ms']:.3f}, worst round {ver.measured_ms:.3f}, "
+              f"{len(ver.rejected or [])} picks stepped down), acc pred {res.best.acc:.2f} / "
+              f"test {ver.measured_acc:.2f}, {spent:.1f} s", flush=True)
 
     tuned = None
     if args.finetune_epochs > 0:
-        mid = rows[len(rows) // 2]
+        found = [r for r in rows if r["subnet"] is not None]
+        mid = found[len(found) // 2]
         t0 = time.perf_counter()
         res = finetune(args.checkpoint, SubnetConfig.from_dict(mid["subnet"]), data,
                        work / "finetuned.pt", FinetuneConfig(epochs=args.finetune_epochs,
@@ -296,9 +308,9 @@ def main() -> None:
     table_md = markdown_table(
         ["target", "cap ms", "measured ms", "meets", "stepped down", "pred acc", "test acc",
          "MACs (M)", "specialize s"],
-        [[r["name"], r["constraint"]["latency_ms"], r["latency_ms"], r["meets_constraint"],
-          len(r["rejected"]), r["predicted_acc"], r["measured_acc"], r["macs"] / 1e6,
-          r["specialize_s"]]
+        [[r["name"], r["constraint"]["latency_ms"], r.get("latency_ms", "none met it"),
+          r["meets_constraint"], len(r["rejected"]), r.get("predicted_acc", ""),
+          r.get("measured_acc", ""), r["macs"] / 1e6 if "macs" in r else "", r["specialize_s"]]
          for r in rows])
     notes = "\n".join([
         f"Latency table (layers timed in context): MAPE {check.mape:.1f} % "

@@ -154,14 +154,23 @@ def verify_pick(result: SearchResult, target: Target, *, measure_ms: MeasureMs |
     return chosen, Verification(ms, acc, images, rejected)
 
 
-def latency_fn(net: SuperNet, table: Any, *, rounds: int = 3, runs: int = 30) -> MeasureMs:
-    """End-to-end milliseconds of a SubNet on this machine, as the table's own check times it."""
+def latency_fn(net: SuperNet, table: Any, *, rounds: int = 3, runs: int = 30,
+               worst_round: bool = True) -> MeasureMs:
+    """End-to-end milliseconds of a SubNet on this machine, timed as the table's check times
+    it: the fastest of `runs` calls in each of `rounds` rounds.
+
+    With `worst_round` (the default, for verifying picks) the *slowest* round's figure is
+    returned, so a pick passes only if it met the cap in every round: the headroom is the
+    timing noise this machine shows right now. A pick verified on its best round alone met
+    its cap by luck as often as not once the other core was busy (a second timing of the
+    same pick read 29 % higher). `worst_round=False` gives the table's own statistic.
+    """
     from .latency_build import measure_end_to_end
 
     def fn(subnet: SubnetConfig) -> float:
         per_round = measure_end_to_end(net, [subnet], batch=table.batch, device=table.device,
                                        rounds=rounds, runs=runs)[0]
-        return min(per_round)
+        return max(per_round) if worst_round else min(per_round)
 
     return fn
 
