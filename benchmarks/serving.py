@@ -166,6 +166,9 @@ def main() -> None:
                     "with other jobs, a negative value keeps their bursts out of the timings.")
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--test-subset", type=int, default=2000)
+    ap.add_argument("--deploy", default=None,
+                    help="frontier JSON to deploy (default: frontier.json beside the checkpoint, "
+                    "else --num-subnets spread in MACs)")
     ap.add_argument("--num-subnets", type=int, default=6)
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=1)
@@ -209,10 +212,15 @@ def main() -> None:
 
     # 1-3: deployment, runtime, profile; the executor picked per SubNet (auto), its
     # sessions built (or loaded from the cache beside the copy) before anything is timed.
+    # The checkpoint's own frontier (`weightshare frontier` beside it) is the deployment
+    # when there is one; else --num-subnets spread in MACs. Dominated ones are dropped.
+    deploy = args.deploy or (str(source.with_name("frontier.json"))
+                             if source.with_name("frontier.json").is_file() else None)
+    log(f"deploying {deploy or f'{args.num_subnets} SubNets spread in MACs'}")
     cfg = StackConfig(
         checkpoint=str(ckpt), dataset=args.dataset, test_subset=args.test_subset,
         num_subnets=args.num_subnets, max_batch=args.max_batch, profile_runs=args.runs,
-        threads=args.threads, executor="auto")
+        threads=args.threads, executor="auto", deploy=deploy)
     stack = build_stack(cfg, log=log)
     stack.wait_executor(timeout=1800)
     rt, prof = stack.runtime, stack.profile
@@ -328,7 +336,7 @@ def main() -> None:
     shutil.copy2(stack.profile_path, out / f"{args.name}_profile.json")
 
     payload = {
-        "checkpoint": str(source), "threads": torch.get_num_threads(), "slo_ms": slo_ms,
+        "checkpoint": str(source), "deploy": deploy, "threads": torch.get_num_threads(), "slo_ms": slo_ms,
         "cpus": {"server": args.server_cpu, "load_generator": args.client_cpu},
         "niceness": os.nice(0),
         "reference_rps": peak, "live_slo_ms": args.live_slo_ms,
