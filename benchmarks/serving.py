@@ -329,7 +329,8 @@ def main() -> None:
         ckpt, server_cpus, workdir, args.startups,
         ["--threads", str(args.threads), "--max-batch", str(args.max_batch), "--num-subnets",
          str(args.num_subnets), "--dataset", args.dataset, "--test-subset",
-         str(args.test_subset), "--executor", "auto"])
+         str(args.test_subset), "--executor", "auto",
+         *(["--deploy", deploy] if deploy else [])])  # the deployment profiled above
     log(f"startup with the saved profile: {startup['all_starts_s']} s (imports alone "
         f"{startup['imports_s']} s)")
     out.mkdir(parents=True, exist_ok=True)

@@ -207,6 +207,25 @@ def test_stack_deploys_only_the_frontier(tmp_path):
     assert again.profile_reused and again.profile.names == ["s0"]
 
 
+def test_auto_executor_filters_the_frontier_on_the_paths_that_serve(tmp_path):
+    """With onnxruntime coming, torch timings do not pre-filter the candidates: every one
+    is profiled on its session, and what is kept is non-dominated on the served paths."""
+    ckpt = tiny_checkpoint(tmp_path)
+    stack = build_stack(tiny_config(ckpt, executor="auto", ort_background=False,
+                                    num_subnets=3, keep_dominated=False,
+                                    profile=str(tmp_path / "p.json")))
+    meta = stack.profile.meta
+    assert meta["frontier"]["dropped"] == [] and meta["frontier"]["measured_with"] != "torch"
+    assert set(meta["executors"]["onnxruntime"]["median_ms"]) == {"s0", "s1", "s2"}
+    served = {n: stack.profile.median_ms[n][0] for n in stack.profile.names}
+    acc = {s.name: s.acc for s in stack.profile.subnets}
+    for a in served:
+        assert not any(acc[b] >= acc[a] and served[b] <= served[a] and b != a and
+                       (acc[b], -served[b]) != (acc[a], -served[a]) for b in served), a
+    dropped = {d["name"] for d in meta["frontier"].get("dropped_after_executor", [])}
+    assert dropped | set(served) == {"s0", "s1", "s2"}
+
+
 def test_stack_with_auto_executor_routes_and_restarts_from_cache(tmp_path):
     ckpt = tiny_checkpoint(tmp_path)
     conf = tiny_config(ckpt, executor="auto", ort_background=False, num_subnets=2)
