@@ -248,12 +248,9 @@ def main() -> None:
             for pct, cmd in x["beside"]:
                 seen[cmd] = max(pct, seen.get(cmd, 0.0))
     beside = [f"{pct:.0f}% cpu: {cmd}" for cmd, pct in sorted(seen.items(), key=lambda kv: -kv[1])]
-    from weightshare.data import stream
+    from weightshare.data.stream import JPEG_DECODER
 
-    # What the loader itself decodes JPEGs with: simplejpeg when installed, else Pillow.
-    jpeg = (f"simplejpeg {stream._simplejpeg.__version__}" if stream._simplejpeg is not None
-            else f"Pillow {PIL.__version__}")
-    decoder = (f"{jpeg} (libjpeg-turbo {PIL.features.version('libjpeg_turbo') or 'n/a'} in "
+    decoder = (f"{JPEG_DECODER} (libjpeg-turbo {PIL.features.version('libjpeg_turbo') or 'n/a'} in "
                f"Pillow {PIL.__version__} for everything else; DCT-scaled decode when the crop "
                f"is >= 2x the output), crop + resize in torch "
                f"{torch.__version__} (uint8 antialiased bilinear)")

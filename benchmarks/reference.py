@@ -30,6 +30,7 @@ from pathlib import Path
 from common import REPO_ROOT, RESULTS_DIR, markdown_table, save_plot, write_results
 
 from weightshare.checkpoint import load_checkpoint, save_checkpoint
+from weightshare.search.predictor import predictor_paths
 
 DROP = ("optimizer", "teacher", "scaler")  # resume-only state: not needed to use the SuperNet
 
@@ -114,7 +115,7 @@ def run(args: argparse.Namespace) -> None:
         # those another beats in measured accuracy at fewer MACs are dropped
         "frontier_searched": doc.get("searched"),
         "frontier_dominated_when_measured": len(doc.get("dominated_when_measured", [])),
-        "predictor": json.loads(ckpt.with_suffix(".predictor.json").read_text())["report"],
+        "predictor": json.loads(predictor_paths(ckpt)["meta"].read_text())["report"],
         "subset_check": subset,
         "learning_curve": curve, "train_wall_s": results["wall_s"],
         "train_command": "taskset -c 0 weightshare train --preset reference --resume",

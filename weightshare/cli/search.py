@@ -307,7 +307,7 @@ def frontier(
     from ..deployment import dataset_for
     from ..search.common import supernet_identity
     from ..search.frontier import measure_frontier, measured_pareto, plot_frontier, save_frontier
-    from ..search.nsga import cost_key, nsga2_search, require_feasible
+    from ..search.nsga import cost_key, feasible, nsga2_search, require_feasible
     from ..search.targets import Target, check_feasible
 
     caps = _caps(max_latency_ms, max_macs, max_params)
@@ -333,8 +333,7 @@ def frontier(
     cands = list(result.pareto)
     known = {c.subnet for c in cands}
     for corner in evaluator([net.space.smallest(), net.space.largest()]):
-        if corner.subnet not in known and all(corner.costs[k] <= v
-                                              for k, v in constraints.items()):
+        if corner.subnet not in known and feasible(corner, constraints):
             cands.append(corner)
             known.add(corner.subnet)
     points = measure_frontier(net, cands, data if remeasure else None, device=device,

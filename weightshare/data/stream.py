@@ -53,7 +53,12 @@ from .transforms import (
     resize,
 )
 
-__all__ = ["READ_ERRORS", "DataWarning", "StreamingLoader", "load_eval_image", "load_image", "read_image"]
+# What decodes JPEGs here, for reports ("simplejpeg 1.9.0" or "Pillow 13.0.0").
+JPEG_DECODER = (f"simplejpeg {_simplejpeg.__version__}" if _simplejpeg is not None
+                else f"Pillow {Image.__version__}")
+
+__all__ = ["JPEG_DECODER", "READ_ERRORS", "DataWarning", "StreamingLoader", "load_eval_image",
+           "load_image", "read_image"]
 
 # What Pillow raises for a missing, truncated or non-image file (DecompressionBombError
 # is an Exception of its own; ValueError/SyntaxError come from some broken headers).

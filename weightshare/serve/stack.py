@@ -140,6 +140,17 @@ class StackConfig:
         if self.ort_memory_budget_mb is not None and self.ort_memory_budget_mb < 0:
             raise ValueError("ort_memory_budget_mb must be >= 0")
 
+    @property
+    def filters_up_front(self) -> bool:
+        """Whether dominated candidates are dropped on their torch timings before serving.
+
+        Only for the torch executor: with an onnxruntime path coming, torch timings are not
+        what will serve (Python overhead, not MACs, sets a 0.2 ms forward's time there), so
+        the other executors filter on the path serving each SubNet as its session is
+        measured (`_ProfilePublisher.effective`).
+        """
+        return self.executor == "torch" and not self.keep_dominated
+
     def dataset_key(self) -> str:
         """Which test set an accuracy was measured on (accuracies are only reused for it)."""
         opts = ",".join(f"{k}={v}" for k, v in sorted(self.dataset_options.items()))
@@ -347,11 +358,10 @@ def build_stack(cfg: StackConfig, log: Callable[[str], None] = lambda _: None,
         saved = Profile.load(path)
         candidates = saved.meta.get("candidates")
         if candidates is not None:
-            # the torch executor filters the candidates up front, the others later
             prefiltered = saved.meta.get("frontier", {}).get("measured_with") == "torch"
             same_set = sorted(candidates) == pool_key \
                 and bool(saved.meta.get("keep_dominated")) == cfg.keep_dominated \
-                and (prefiltered == (cfg.executor == "torch") or cfg.keep_dominated)
+                and (prefiltered == cfg.filters_up_front or cfg.keep_dominated)
         else:  # a profile from before frontier filtering: its SubNets were the pool
             same_set = sorted(s.subnet.to_json() for s in saved.subnets) == pool_key \
                 and cfg.keep_dominated
@@ -397,12 +407,7 @@ def build_stack(cfg: StackConfig, log: Callable[[str], None] = lambda _: None,
                                checkpoint=ident, show_progress=cfg.show_progress)
         dropped: list[dict[str, Any]] = []
         kept = candidates
-        # With an onnxruntime path coming, the torch timings are not what will serve: a
-        # SubNet they rank as dominated (Python overhead, not MACs, sets a 0.2 ms forward's
-        # time there) may lead the frontier on onnxruntime. So only the torch executor
-        # filters here; the others filter on the path serving each SubNet, as its session
-        # is measured (`_ProfilePublisher.effective`).
-        if not cfg.keep_dominated and len(candidates) > 1 and cfg.executor == "torch":
+        if cfg.filters_up_front and len(candidates) > 1:
             kept_list, dropped = pareto_filter(candidates,
                                                {d.name: full.median_ms[d.name][0]
                                                 for d in candidates})
