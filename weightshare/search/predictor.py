@@ -58,6 +58,7 @@ __all__ = [
     "predictor_paths",
     "measure_samples",
     "read_samples",
+    "split_indices",
     "fit_predictor",
     "fit_and_save",
     "load_predictor",
@@ -316,6 +317,17 @@ def _score(model: _MLP, x: torch.Tensor, y: np.ndarray, mean: float, std: float
     return rmse, kendall_tau(p.tolist(), y.tolist())
 
 
+def split_indices(n: int, test_fraction: float = 0.2, seed: int = 0
+                  ) -> tuple[list[int], list[int]]:
+    """(unseen, fitted) sample indices: the seeded split `fit_predictor` reports on."""
+    n_test = max(2, int(round(n * test_fraction)))
+    if n - n_test < 4:
+        raise SearchError(f"{n} samples are too few to fit and test a predictor (need >= 6)")
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    return order[:n_test], order[n_test:]
+
+
 def fit_predictor(samples: Sequence[Sample], space: SearchSpace, *, kind: str = "auto",
                   test_fraction: float = 0.2, epochs: int = 200, seed: int = 0,
                   supernet: dict[str, Any] | None = None) -> Predictor:
@@ -324,13 +336,7 @@ def fit_predictor(samples: Sequence[Sample], space: SearchSpace, *, kind: str = 
         raise SearchError(f"unknown predictor kind {kind!r}; choose from {[*KINDS, 'auto']}")
     if not 0 < test_fraction < 1:
         raise SearchError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    n_test = max(2, int(round(len(samples) * test_fraction)))
-    if len(samples) - n_test < 4:
-        raise SearchError(f"{len(samples)} samples are too few to fit and test a predictor "
-                         "(need >= 6)")
-    order = list(range(len(samples)))
-    random.Random(seed).shuffle(order)
-    test_i, fit_i = order[:n_test], order[n_test:]
+    test_i, fit_i = split_indices(len(samples), test_fraction, seed)
     x = torch.tensor([space.encode(s.subnet) for s in samples], dtype=torch.float32)
     y = np.array([s.acc for s in samples], dtype=np.float64)
     mean, std = float(y[fit_i].mean()), float(y[fit_i].std()) or 1.0
@@ -347,7 +353,7 @@ def fit_predictor(samples: Sequence[Sample], space: SearchSpace, *, kind: str = 
         kind = max(KINDS, key=lambda k: (np.nan_to_num(val_tau[k], nan=-2.0), -len(KINDS[k])))
     model = _train(x[fit_i], yt[fit_i], KINDS[kind], epochs=epochs, seed=seed)
     rmse, tau = _score(model, x[test_i], y[test_i], mean, std)
-    report = PredictorReport(kind, len(fit_i), n_test, rmse, tau, val_tau)
+    report = PredictorReport(kind, len(fit_i), len(test_i), rmse, tau, val_tau)
     return Predictor(space, kind, model, mean, std, supernet, report)
 
 
