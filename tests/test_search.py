@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import statistics
@@ -365,6 +366,11 @@ def test_specialize_searches_again_with_headroom_when_every_pick_is_over(net, ta
     from weightshare.search.nsga import Evaluator
     from weightshare.search.targets import Target
 
+    # 100 us per layer instead of the timed entries: on a busy machine a 3-run table can
+    # read the largest SubNet barely slower than the smallest, and this test is about the
+    # search's retry, not about timing.
+    table = dataclasses.replace(table, entries=dict.fromkeys(table.entries, 100.0),
+                                overhead_us=0.0, calibration=None)
     ev = Evaluator(net, lambda subs: [float(net.cost(s).macs) / 1e6 for s in subs], table)
     sp = net.space
     lo, hi = (table.predict_ms(sp, c) for c in (sp.smallest(), sp.largest()))
