@@ -30,6 +30,7 @@ from weightshare.train import PAPER_EPOCHS, TrainConfig, train  # noqa: E402
 from weightshare.train.loop import build_supernet, planned_train_macs  # noqa: E402
 
 DEPS_AT_OFA = "deps@ofa-compute"
+METHODS = ("deps", "bignas", "ofa", "full", DEPS_AT_OFA)
 
 
 def run_method(name: str, cfg: TrainConfig, data: Any = None) -> dict[str, Any]:
@@ -84,10 +85,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--preset", default="small")
     ap.add_argument("--unit-epochs", type=float, default=None,
                     help="DepS epochs (the 270 of the paper); default: the preset's epochs")
-    ap.add_argument("--methods", default="deps,bignas,ofa,full," + DEPS_AT_OFA)
+    ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--runs-dir", default="runs/train_cost")
     ap.add_argument("--out", default=str(RESULTS_DIR))
     ap.add_argument("--name", default="train_cost")
+    ap.add_argument("--note", default="",
+                    help="Markdown written under the table (e.g. pauses included in wall s)")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="training option override KEY=VALUE for every method")
     args = ap.parse_args(argv)
@@ -136,8 +139,13 @@ def main(argv: list[str] | None = None) -> None:
     goals = goal_lines(results["methods"])
     results["goals"] = goals
     table += "\n" + "\n".join(f"- {g}" for g in goals) + "\n"
+    missing = [m for m in METHODS if m not in summaries]
+    results["partial"] = missing
+    notes = [f"**PARTIAL**: rows still to come: {', '.join(missing)}."] if missing else []
+    notes += [args.note] if args.note else []
     out = Path(args.out)
-    write_results(args.name, results, table, out, title="Training cost vs accuracy")
+    write_results(args.name, results, table, out, title="Training cost vs accuracy",
+                  notes="\n\n".join(notes))
     plot(results, out / f"{args.name}.png")
     print(table)
 
