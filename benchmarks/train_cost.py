@@ -67,16 +67,23 @@ def plot(results: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, m in results["methods"].items():
-        xs = [c[0] / 1e6 for c in m["curve"]]
-        ys = [c[1] for c in m["curve"]]
-        ax.plot(xs, ys, marker="o", ms=3, label=f"{name} ({m['train_macs'] / 1e12:.1f} T train MACs)")
-    ax.set_xlabel("SubNet MACs (millions)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(f"{results['supernet']} on {results['dataset']}: evaluation set")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    # Right: the weight-shared methods only, whose differences are a point or two; `full`
+    # (the largest network alone) spans tens of points and would flatten them.
+    shared = {k: m for k, m in results["methods"].items() if k != "full"}
+    panels = [results["methods"], shared] if len(shared) < len(results["methods"]) else [shared]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
+    for ax, methods in zip(axes[0], panels, strict=True):
+        for name, m in methods.items():
+            curve = sorted(m["curve"])
+            ax.plot([c[0] / 1e6 for c in curve], [c[1] for c in curve], marker="o", ms=3,
+                    label=f"{name} ({m['train_macs'] / 1e12:.1f} T train MACs)")
+        ax.set_xlabel("SubNet MACs (millions)")
+        ax.set_ylabel("top-1 accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0][0].set_title(f"{results['supernet']} on {results['dataset']}: evaluation set")
+    if len(panels) > 1:
+        axes[0][1].set_title("weight-shared methods only")
     save_plot(fig, path)
 
 
