@@ -26,11 +26,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, machine_info, markdown_table, save_plot, write_results  # noqa: E402
 
 from weightshare.data import load_dataset  # noqa: E402
+from weightshare.models.base import supernet_defaults  # noqa: E402
 from weightshare.train import PAPER_EPOCHS, TrainConfig, train  # noqa: E402
 from weightshare.train.loop import build_supernet, planned_train_macs  # noqa: E402
 
 DEPS_AT_OFA = "deps@ofa-compute"
 METHODS = ("deps", "bignas", "ofa", "full", DEPS_AT_OFA)
+
+
+# With an elastic kernel, the DepS authors' code trains DepS and BigNAS with a smaller
+# kernel as the plain centre of the larger (`--dy_conv_scaling_mode -1`) and only OFA with
+# its learned kernel transforms; `full` trains the largest kernel alone (either is the same).
+KERNEL_TRANSFORM = {"deps": False, "bignas": False, "ofa": True, "full": True}
+
+
+def authors_kernels(method: str, supernet: str, supernet_args: dict[str, Any]) -> dict[str, Any]:
+    """`supernet_args` with the method's kernel transform where the kernel is elastic,
+    unless the caller set one. A fixed kernel has no transform to choose, and its
+    arguments stay as they are (so runs started before this option still resume)."""
+    args = {**supernet_defaults(supernet), **supernet_args}
+    if "kernel_transform" in supernet_args or len(args.get("kernel_choices", ())) < 2:
+        return supernet_args
+    return {**supernet_args, "kernel_transform": KERNEL_TRANSFORM[method]}
 
 
 def run_method(name: str, cfg: TrainConfig, data: Any = None) -> dict[str, Any]:
@@ -112,7 +129,9 @@ def main(argv: list[str] | None = None) -> None:
     configs = {}
     for name in ("deps", "bignas", "ofa", "full"):
         epochs = max(1, round(unit * PAPER_EPOCHS[name if name != "full" else "deps"] / 270))
-        configs[name] = base.replace(method=name, epochs=epochs, out=str(runs / name))
+        configs[name] = base.replace(method=name, epochs=epochs, out=str(runs / name),
+                                     supernet_args=authors_kernels(name, base.supernet,
+                                                                   base.supernet_args))
     # DepS given OFA's training compute: scale its epochs by the MAC ratio, computed exactly
     # from the plans (no need to wait for OFA to finish; equal to the measured ratio)
     net = build_supernet(base, data)

@@ -214,6 +214,11 @@ class _Builder:
         if kernel == big:
             self.prefix(f"{prefix}.weight", channels)
             return
+        if not dw.transform:  # the plain centre of the largest kernel
+            start = (big - kernel) // 2
+            self.add(f"{prefix}.weight",
+                     ((0, channels), (0, 1), (start, start + kernel), (start, start + kernel)))
+            return
         # Only the first transform step reads the raw weight: its centre at the next size down.
         s = choices[-2]
         start = (big - s) // 2

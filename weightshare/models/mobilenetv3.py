@@ -57,6 +57,7 @@ class OFAMobileNetV3(SuperNet):
         expand_choices: tuple[float, ...] = (3, 4, 6),
         kernel_choices: tuple[int, ...] = (3, 5, 7),
         dropout: float = 0.1,
+        kernel_transform: bool = True,
     ) -> None:
         super().__init__()
         if len(unit_strides) != len(unit_widths):
@@ -93,7 +94,8 @@ class OFAMobileNetV3(SuperNet):
                 stride = self.unit_strides[u] if i == 0 else 1
                 blocks.append(ElasticMBConv(in_w if i == 0 else out_w, out_w,
                                             self.space.expand_choices, self.space.kernel_choices,
-                                            stride, self.acts[u], self.ses[u]))
+                                            stride, self.acts[u], self.ses[u],
+                                            kernel_transform))
             in_w = out_w
             units.append(nn.ModuleList(blocks))
         self.units = nn.ModuleList(units)

@@ -154,7 +154,7 @@ class ElasticMBConv(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, expand_choices: tuple[float, ...],
                  kernel_choices: tuple[int, ...], stride: int = 1, act: str = "relu",
-                 use_se: bool = False) -> None:
+                 use_se: bool = False, kernel_transform: bool = True) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.stride, self.act, self.use_se = stride, act, use_se
@@ -164,7 +164,8 @@ class ElasticMBConv(nn.Module):
         if self.has_expand:
             self.expand_conv = ElasticConv2d(in_channels, hidden_max, 1)
             self.expand_bn = ElasticBatchNorm2d(hidden_max)
-        self.dw = ElasticDepthwiseConv2d(hidden_max, self.kernel_choices, stride)
+        self.dw = ElasticDepthwiseConv2d(hidden_max, self.kernel_choices, stride,
+                                         transform=kernel_transform)
         self.dw_bn = ElasticBatchNorm2d(hidden_max)
         self.se = ElasticSE(hidden_max) if use_se else None
         self.project = ElasticConv2d(hidden_max, out_channels, 1)

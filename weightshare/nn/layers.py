@@ -233,23 +233,34 @@ class ElasticDepthwiseConv2d(nn.Module):
 
     A kernel k smaller than the largest is the centre k x k of the next larger
     kernel times a learned (k*k, k*k) matrix, chained from the largest down
-    (7 -> 5 -> 3), initialised to identity: OFA's kernel transformation.
+    (7 -> 5 -> 3), initialised to identity: OFA's kernel transformation. With
+    ``transform=False`` it is the plain centre k x k of the largest kernel, as the
+    DepS authors' code trains DepS and BigNAS (``--dy_conv_scaling_mode -1``).
     """
 
-    def __init__(self, max_channels: int, kernel_choices: tuple[int, ...], stride: int = 1) -> None:
+    def __init__(self, max_channels: int, kernel_choices: tuple[int, ...], stride: int = 1,
+                 transform: bool = True) -> None:
         super().__init__()
         self.max_channels = max_channels
         self.kernel_choices = tuple(sorted(kernel_choices))
         self.max_kernel = self.kernel_choices[-1]
         self.stride = stride
+        self.transform = transform
         self.weight = nn.Parameter(torch.empty(max_channels, 1, self.max_kernel, self.max_kernel))
         nn.init.kaiming_normal_(self.weight, mode="fan_out")
         self.transforms = nn.ParameterDict()
-        for big, small in zip(self.kernel_choices[::-1], self.kernel_choices[-2::-1], strict=False):
-            self.transforms[f"{big}to{small}"] = nn.Parameter(torch.eye(small * small))
+        if transform:
+            for big, small in zip(self.kernel_choices[::-1], self.kernel_choices[-2::-1],
+                                  strict=False):
+                self.transforms[f"{big}to{small}"] = nn.Parameter(torch.eye(small * small))
 
     def kernel_weight(self, channels: int, kernel: int) -> Tensor:
         w = self.weight[:channels]
+        if not self.transform:
+            if kernel not in self.kernel_choices:
+                raise ValueError(f"kernel {kernel} not in {list(self.kernel_choices)}")
+            start = (self.max_kernel - kernel) // 2
+            return w[:, :, start : start + kernel, start : start + kernel]
         for big, small in zip(self.kernel_choices[::-1], self.kernel_choices[-2::-1], strict=False):
             if big == kernel:
                 break

@@ -26,6 +26,8 @@ __all__ = [
     "kendall_tau",
     "mape",
     "supernet_identity",
+    "same_identity",
+    "with_defaults",
     "check_identity",
     "read_json",
 ]
@@ -69,11 +71,38 @@ def supernet_identity(net: SuperNet) -> dict[str, Any]:
     return {"name": net.name, "config": plain(net.config), "space": plain(net.space.to_dict())}
 
 
+def with_defaults(identity: Any) -> Any:
+    """`identity` with its config completed by the SuperNet's constructor defaults.
+
+    A constructor option added later (with a default that builds the old network) is
+    missing from files written before it; filling defaults on both sides keeps those
+    files matching while an option set to another value still does not match.
+    """
+    from ..checkpoint import plain
+    from ..models.base import supernet_defaults
+    from ..registry import UnknownNameError
+
+    if not isinstance(identity, dict) or not isinstance(identity.get("config"), dict):
+        return identity
+    try:
+        defaults = plain(supernet_defaults(identity["name"]))
+    except UnknownNameError:  # nothing to fill; the names will differ
+        return identity
+    config = json.loads(json.dumps({**defaults, **identity["config"]}))
+    return {**identity, "config": config}
+
+
+def same_identity(a: Any, b: Any) -> bool:
+    """Whether two `supernet_identity` values describe the same SuperNet."""
+    return with_defaults(json.loads(json.dumps(a))) == with_defaults(json.loads(json.dumps(b)))
+
+
 def check_identity(stored: Any, net: SuperNet, path: str | os.PathLike, what: str) -> None:
     """Raise SearchError unless `stored` (from `supernet_identity`) describes `net`."""
-    mine = json.loads(json.dumps(supernet_identity(net)))
+    mine = with_defaults(json.loads(json.dumps(supernet_identity(net))))
     if not isinstance(stored, dict):
         raise SearchError(f"{path}: this {what} does not say which SuperNet it was made for")
+    stored = with_defaults(stored)
     if stored.get("name") != mine["name"] or stored.get("config") != mine["config"]:
         raise SearchError(
             f"{path}: this {what} was made for SuperNet {stored.get('name')!r} with config "

@@ -45,7 +45,7 @@ from ..train.evaluate import recalibrated_accuracy
 from ..train.precision import resolve_precision, to_memory_format
 from ..train.run import Run, check_resume
 from ..train.schedules import cosine_lr
-from .common import SearchError, supernet_identity
+from .common import SearchError, same_identity, supernet_identity
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "load_subnet_choice"]
 
@@ -178,8 +178,8 @@ def finetune(checkpoint: str | os.PathLike, subnet: SubnetConfig, data: Dataset,
         prev = load_checkpoint(output, map_location=device)
         state = (prev.train_state or {}).get("finetune")
         if (not isinstance(state, dict) or state.get("subnet") != cfg.to_dict()
-                or state.get("source_identity") != json.loads(json.dumps(
-                    supernet_identity(source)))):
+                or not same_identity(state.get("source_identity"),
+                                     supernet_identity(source))):
             raise SearchError(f"{output} exists and is not a fine-tune of this SubNet of "
                               f"{checkpoint}; remove it or choose another -o")
         check_resume(output, {"config": state.get("config")}, {"config": settings},
