@@ -206,6 +206,11 @@ def report(state: dict[str, Any], a: argparse.Namespace) -> None:
     if not rows:
         return
     parts, notes = [], []
+    done = {(r["space"], r["alpha"]) for r in rows}
+    missing = [f"{space} alpha {alpha:g}" for space in a.spaces for alpha in a.alphas
+               if (space, alpha) not in done]
+    if missing:
+        notes.append(f"**PARTIAL**: the run has not finished; still to come: {', '.join(missing)}.")
     for space in a.spaces:
         sub = [r for r in rows if r["space"] == space]
         if not sub:
