@@ -88,11 +88,14 @@ def plot(results: dict[str, Any], path: Path) -> None:
     # (the largest network alone) spans tens of points and would flatten them.
     shared = {k: m for k, m in results["methods"].items() if k != "full"}
     panels = [results["methods"], shared] if len(shared) < len(results["methods"]) else [shared]
+    # one colour per method in both panels
+    colour = {name: f"C{i}" for i, name in enumerate(results["methods"])}
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
     for ax, methods in zip(axes[0], panels, strict=True):
         for name, m in methods.items():
             curve = sorted(m["curve"])
             ax.plot([c[0] / 1e6 for c in curve], [c[1] for c in curve], marker="o", ms=3,
+                    color=colour[name],
                     label=f"{name} ({m['train_macs'] / 1e12:.1f} T train MACs)")
         ax.set_xlabel("SubNet MACs (millions)")
         ax.set_ylabel("top-1 accuracy (%)")
@@ -142,9 +145,14 @@ def main(argv: list[str] | None = None) -> None:
         epochs=max(1, round(configs["deps"].epochs * ratio)),
         out=str(runs / "deps_at_ofa_compute"))
     summaries: dict[str, dict[str, Any]] = {}
-    for name in wanted:
+    for name in wanted:  # a table after every method: a long run's partial table is readable
         summaries[name] = run_method(name, configs[name], data)
+        print(report(summaries, base, args), flush=True)
 
+
+def report(summaries: dict[str, dict[str, Any]], base: TrainConfig,
+           args: argparse.Namespace) -> str:
+    """Write `<name>.{json,md,png}` from the finished methods; return the table."""
     first = next(iter(summaries.values()))
     results = {
         "dataset": base.dataset,
@@ -173,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
     write_results(args.name, results, table, out, title="Training cost vs accuracy",
                   notes="\n\n".join(notes))
     plot(results, out / f"{args.name}.png")
-    print(table)
+    return table
 
 
 def goal_lines(methods: dict[str, Any]) -> list[str]:
