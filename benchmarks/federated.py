@@ -263,6 +263,12 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     save_plot(fig, path)
 
 
+# the same arm in the same colour in every panel
+CURVE_COLOURS = {label: f"C{i}" for i, label in enumerate((
+    "SFN largest", "SFN smallest", "SFN corner1", "SFN corner2", "per_target_small",
+    "per_target_medium", "per_target_large", "fedavg_largest"))}
+
+
 def _plot_curves(state: dict[str, Any], a: argparse.Namespace, path: Path) -> None:
     """Test accuracy against spent client compute, every arm's evaluations (history.json)."""
     import matplotlib
@@ -286,7 +292,8 @@ def _plot_curves(state: dict[str, Any], a: argparse.Namespace, path: Path) -> No
                 pts = [(r["total_client_macs"] / 1e12, r[col]) for r in rows if col in r]
                 if pts:
                     label = f"SFN {col[4:]}" if arm == "superfednas" else arm
-                    ax.plot(*zip(*pts, strict=True), marker=".", label=label)
+                    ax.plot(*zip(*pts, strict=True), marker=".", label=label,
+                            color=CURVE_COLOURS.get(label))
         ax.set_title(f"{space}, alpha = {alpha}")
         ax.set_xlabel("client training T-MACs")
         ax.set_ylabel("test accuracy (%)")
