@@ -6,7 +6,10 @@ the training MACs OFA used. Every method is evaluated on the same evaluation set
 (4 corners + 12 SubNets spread in MACs, after BN recalibration).
 
 Each method trains in its own run folder and is resumable: rerunning the same
-command skips finished methods and resumes an interrupted one. Results:
+command skips finished methods and resumes an interrupted one. Methods are
+independent, so a second process on another core can take some of them
+(`--methods ofa,full`): a method another process is training is skipped, and
+every process writes the table of all methods finished so far. Results:
 benchmarks/results/train_cost.{json,md,png}.
 
     python benchmarks/train_cost.py --preset small
@@ -29,6 +32,7 @@ from weightshare.data import load_dataset  # noqa: E402
 from weightshare.models.base import supernet_defaults  # noqa: E402
 from weightshare.train import PAPER_EPOCHS, TrainConfig, train  # noqa: E402
 from weightshare.train.loop import build_supernet, planned_train_macs  # noqa: E402
+from weightshare.train.run import RunBusyError  # noqa: E402
 
 DEPS_AT_OFA = "deps@ofa-compute"
 METHODS = ("deps", "bignas", "ofa", "full", DEPS_AT_OFA)
@@ -50,8 +54,9 @@ def authors_kernels(method: str, supernet: str, supernet_args: dict[str, Any]) -
     return {**supernet_args, "kernel_transform": KERNEL_TRANSFORM[method]}
 
 
-def run_method(name: str, cfg: TrainConfig, data: Any = None) -> dict[str, Any]:
-    """Train (or resume, or reuse) one run; return its results.json content."""
+def run_method(name: str, cfg: TrainConfig, data: Any = None) -> dict[str, Any] | None:
+    """Train (or resume, or reuse) one run; return its results.json content, or None
+    when another process is training it now."""
     out = Path(cfg.out)
     done = out / "results.json"
     if done.exists():
@@ -61,7 +66,11 @@ def run_method(name: str, cfg: TrainConfig, data: Any = None) -> dict[str, Any]:
     print(f"[{name}] {'resuming' if resume else 'training'} {cfg.method} for {cfg.epochs} epochs "
           f"-> {out}", flush=True)
     t0 = time.perf_counter()
-    result = train(cfg, resume=resume, data=data)
+    try:
+        result = train(cfg, resume=resume, data=data)
+    except RunBusyError as err:
+        print(f"[{name}] skipped: {err}", flush=True)
+        return None
     print(f"[{name}] done in {time.perf_counter() - t0:.0f} s: acc {result.summary.get('acc')}",
           flush=True)
     return result.summary
@@ -87,7 +96,8 @@ def plot(results: dict[str, Any], path: Path) -> None:
     # Right: the weight-shared methods only, whose differences are a point or two; `full`
     # (the largest network alone) spans tens of points and would flatten them.
     shared = {k: m for k, m in results["methods"].items() if k != "full"}
-    panels = [results["methods"], shared] if len(shared) < len(results["methods"]) else [shared]
+    panels = [results["methods"], shared] if 0 < len(shared) < len(results["methods"]) else [
+        results["methods"]]
     # one colour per method in both panels
     colour = {name: f"C{i}" for i, name in enumerate(results["methods"])}
     fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.5), squeeze=False)
@@ -144,10 +154,16 @@ def main(argv: list[str] | None = None) -> None:
     configs[DEPS_AT_OFA] = configs["deps"].replace(
         epochs=max(1, round(configs["deps"].epochs * ratio)),
         out=str(runs / "deps_at_ofa_compute"))
-    summaries: dict[str, dict[str, Any]] = {}
+    order = [*wanted, *(m for m in METHODS if m not in wanted)]
     for name in wanted:  # a table after every method: a long run's partial table is readable
-        summaries[name] = run_method(name, configs[name], data)
-        print(report(summaries, base, args), flush=True)
+        if run_method(name, configs[name], data) is not None:
+            print(report(finished(configs, order), base, args), flush=True)
+
+
+def finished(configs: dict[str, TrainConfig], order: list[str]) -> dict[str, dict[str, Any]]:
+    """Every method whose run has finished, by this process or another, in `order`."""
+    done = {name: Path(configs[name].out) / "results.json" for name in order}
+    return {name: json.loads(path.read_text()) for name, path in done.items() if path.exists()}
 
 
 def report(summaries: dict[str, dict[str, Any]], base: TrainConfig,

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from weightshare.errors import WeightshareError
-from weightshare.train.run import ResumeError, Run, RunExistsError, check_resume, truncate_log
+from weightshare.train.run import (
+    ResumeError,
+    Run,
+    RunBusyError,
+    RunExistsError,
+    check_resume,
+    truncate_log,
+)
 
 
 class _Loader:
@@ -76,6 +85,26 @@ def test_run_folder_is_claimed_unless_resuming(tmp_path):
     assert isinstance(err.value, WeightshareError) and isinstance(err.value, FileExistsError)
     assert Run(tmp_path, "ck.pt", resume=True).resuming
     assert not Run(tmp_path / "new", "ck.pt", resume=True).resuming
+
+
+def test_run_folder_another_process_trains_is_refused(tmp_path):
+    """Two processes resuming one run would interleave its checkpoints; the second is
+    refused while the first lives, and the folder is free again once it exits."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from weightshare.train.run import Run; "
+         f"run = Run({str(tmp_path)!r}, 'ck.pt'); print('held', flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunBusyError, match=rf"another process \(pid {holder.pid}\)") as err:
+            Run(tmp_path, "ck.pt", resume=True)
+        assert isinstance(err.value, WeightshareError)
+    finally:
+        holder.kill()
+        holder.wait()
+    run = Run(tmp_path, "ck.pt", resume=True)  # killed holder: no stale lock
+    Run(tmp_path, "ck.pt", resume=True)  # the same process may reopen its own run
+    run.close()
 
 
 def test_check_resume_names_what_differs(tmp_path):

@@ -9,15 +9,16 @@ fsyncs and renames it over the target, or removes it on error.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-__all__ = ["atomic_path", "atomic_write_text", "read_json"]
+__all__ = ["atomic_path", "atomic_write_text", "hold_lock", "read_json"]
 
 
 @contextmanager
@@ -44,6 +45,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def hold_lock(path: str | os.PathLike) -> IO[str] | None:
+    """Lock `path` (created if missing) for this process; None if another process holds it.
+
+    The lock is a POSIX record lock: the kernel drops it when the holder exits, however
+    it exits (a kill leaves no stale lock), and a second lock in the same process
+    succeeds (a run resumed in the process that started it is not locked out). Keep the
+    returned file open for as long as the lock should last; closing it releases it.
+    Its text is the holder's PID, for the message of whoever finds it taken.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (returned open: it is the lock)
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    f.truncate(0)
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
 
 
 def read_json(path: str | os.PathLike, what: str,

@@ -7,7 +7,9 @@ checkpoint payload (a SuperNet checkpoint or a quant run file, both written
 atomically by `weightshare.checkpoint`). What they share lives here once:
 
 - the run folder: created, and a finished or running one is not overwritten
-  unless the caller resumes (`RunExistsError`, which says to pass --resume);
+  unless the caller resumes (`RunExistsError`, which says to pass --resume); a
+  folder another process is training is not touched at all (`RunBusyError`: two
+  processes resuming one run would interleave its checkpoints and log);
 - resume checks: settings saved in a checkpoint must equal the ones asked for
   now (`check_resume`, one message naming what differs);
 - the run state that survives a resume: step, per-epoch history, wall seconds
@@ -34,14 +36,18 @@ from typing import Any
 from torch import Tensor
 
 from ..errors import WeightshareError
-from ..io import atomic_write_text
+from ..io import atomic_write_text, hold_lock
 
-__all__ = ["Batch", "EpochMeter", "ResumeError", "Run", "RunExistsError", "StepLog", "check_resume",
+__all__ = ["Batch", "EpochMeter", "ResumeError", "Run", "RunBusyError", "RunExistsError", "StepLog", "check_resume",
            "progress_bar", "truncate_log"]
 
 
 class RunExistsError(WeightshareError, FileExistsError):
     """The output folder already holds a run and the caller did not ask to resume it."""
+
+
+class RunBusyError(WeightshareError, BlockingIOError):
+    """Another process is training in the output folder now."""
 
 
 class ResumeError(WeightshareError, ValueError):
@@ -186,6 +192,9 @@ class Run:
     steps_per_epoch: int = 0
     log: StepLog = field(init=False)
     bar: Any = field(init=False, default=None)
+    _lock: Any = field(init=False, default=None)
+
+    LOCK = ".run.lock"
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
@@ -194,6 +203,12 @@ class Run:
         self._wall0 = 0.0
         if self.primary:
             self.out.mkdir(parents=True, exist_ok=True)
+            if self.claim:
+                self._lock = hold_lock(self.out / self.LOCK)
+                if self._lock is None:
+                    holder = (self.out / self.LOCK).read_text().strip() or "?"
+                    raise RunBusyError(f"{self.out} is being trained by another process (pid "
+                                       f"{holder}); wait for it to end, or choose another --out")
             if self.claim and not self.resume and self.path.exists():
                 raise RunExistsError(f"{self.path} exists: pass --resume to continue it, or "
                                      "choose another --out")
@@ -288,6 +303,9 @@ class Run:
     def close(self) -> None:
         self.end_progress()
         self.log.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     def __enter__(self) -> Run:
         return self
