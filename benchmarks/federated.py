@@ -17,7 +17,10 @@ equal client weights; docs/federated.md):
    are extracted from it (BN recalibrated, no weight-shared training).
 
 Results are written after every step, and a rerun resumes (finished steps are
-read back; an interrupted federated run resumes from its checkpoint).
+read back; an interrupted federated run resumes from its checkpoint). The same
+command started again on another core shares the work: each (space, alpha) cell
+is trained by one process at a time (a cell another process holds is skipped),
+and every process writes the table of all cells finished so far.
 
     python benchmarks/federated.py --alphas 100 1 0.1 --rounds 20
     python benchmarks/federated.py --quick --work /tmp/fed_smoke --out /tmp/fed_smoke/results
@@ -40,7 +43,7 @@ from weightshare.checkpoint import load_checkpoint  # noqa: E402
 from weightshare.fed.client import load_fed_dataset  # noqa: E402
 from weightshare.fed.config import FedConfig  # noqa: E402
 from weightshare.fed.simulate import simulate  # noqa: E402
-from weightshare.io import atomic_write_text  # noqa: E402
+from weightshare.io import atomic_write_text, hold_lock  # noqa: E402
 from weightshare.search.nsga import Evaluator  # noqa: E402
 from weightshare.search.predictor import holdout_split  # noqa: E402
 from weightshare.search.specialize import measured_accuracy, specialize_targets  # noqa: E402
@@ -123,10 +126,9 @@ def run_fed(cfg: FedConfig, out: Path, parallel: int, budget: float = 0.0) -> di
             "seconds": time.perf_counter() - t0, "last": last}
 
 
-def bench_alpha(space: str, alpha: float, a: argparse.Namespace, state: dict[str, Any],
+def bench_alpha(space: str, alpha: float, a: argparse.Namespace, state: SharedState,
                 save: Any) -> None:
-    key = f"{space}/{alpha:g}"
-    st = state.setdefault(key, {})
+    st = state.own(f"{space}/{alpha:g}")
     supernet, args = SPACES[space]
     base = FedConfig(supernet=supernet, supernet_args=args, clients=a.clients,
                      per_round=a.per_round, rounds=a.rounds, alpha=alpha,
@@ -315,19 +317,59 @@ def _plot_curves(state: dict[str, Any], a: argparse.Namespace, path: Path) -> No
     save_plot(fig, path)
 
 
+class SharedState:
+    """`state.json` of a --work folder that several processes may fill, one cell each.
+
+    Each process writes back only the cells it holds (`own`); everything else is read
+    from disk first, under a lock, so no process overwrites another's results.
+    """
+
+    def __init__(self, work: Path) -> None:
+        self.path, self.lock = work / "state.json", work / ".state.lock"
+        self.data: dict[str, Any] = {}
+        self.owned: set[str] = set()
+        self.sync()
+
+    def own(self, key: str) -> dict[str, Any]:
+        """This process now trains cell `key`: its state, as the disk has it now."""
+        self.owned.add(key)
+        self.sync()
+        return self.data.setdefault(key, {})
+
+    def sync(self) -> None:
+        """Read the other processes' cells and write ours, atomically."""
+        lock = hold_lock(self.lock, wait=True)
+        try:
+            disk = json.loads(self.path.read_text()) if self.path.exists() else {}
+            mine = {k: self.data[k] for k in self.owned if k in self.data}
+            self.data.clear()
+            self.data.update({**disk, **mine})  # ours are the same objects bench_alpha fills
+            if mine:
+                atomic_write_text(self.path, json.dumps(self.data, indent=1, default=float))
+        finally:
+            lock.close()
+
+
 def main() -> None:
     a = parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
-    state_path = a.work / "state.json"
-    state = json.loads(state_path.read_text()) if state_path.exists() else {}
+    shared = SharedState(a.work)
 
     def save() -> None:
-        atomic_write_text(state_path, json.dumps(state, indent=1, default=float))
-        report(state, a)
+        shared.sync()
+        report(shared.data, a)
 
     for space in a.spaces:
         for alpha in a.alphas:
-            bench_alpha(space, alpha, a, state, save)
+            cell = hold_lock(a.work / space / f"alpha{alpha:g}" / ".cell.lock")
+            if cell is None:
+                print(f"[{space}, alpha {alpha:g}] skipped: another process is training it",
+                      flush=True)
+                continue
+            try:
+                bench_alpha(space, alpha, a, shared, save)
+            finally:
+                cell.close()
     save()
     print((a.out / "federated.md").read_text())
 

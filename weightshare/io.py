@@ -47,20 +47,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def hold_lock(path: str | os.PathLike) -> IO[str] | None:
-    """Lock `path` (created if missing) for this process; None if another process holds it.
+def hold_lock(path: str | os.PathLike, *, wait: bool = False) -> IO[str] | None:
+    """Lock `path` (created if missing) for this process; None if another process holds it
+    (`wait`: block until it lets go instead).
 
     The lock is a POSIX record lock: the kernel drops it when the holder exits, however
     it exits (a kill leaves no stale lock), and a second lock in the same process
     succeeds (a run resumed in the process that started it is not locked out). Keep the
-    returned file open for as long as the lock should last; closing it releases it.
-    Its text is the holder's PID, for the message of whoever finds it taken.
+    returned file open for as long as the lock should last; closing it (or any other
+    handle this process has on the file) releases it. Its text is the holder's PID, for the message of whoever finds it taken.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     f = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (returned open: it is the lock)
     try:
-        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(f, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
         return None
