@@ -63,8 +63,9 @@ SPACES = {
 SPACE_BN = {"resnet": "identity", "mbv3": "train"}
 
 
-def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser(description: str = __doc__.splitlines()[0]) -> argparse.ArgumentParser:
+    """The run's settings; `federated_share.py` adds its own to the same parser."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--spaces", nargs="+", choices=sorted(SPACES), default=["resnet", "mbv3"],
                    help="search spaces, the first is the headline table")
     p.add_argument("--alphas", type=float, nargs="+", default=[100.0, 1.0, 0.1])
@@ -88,7 +89,11 @@ def parse_args() -> argparse.Namespace:
                    help="smoke test: 1 alpha, 4 clients, 2 rounds, 1 local epoch, tiny data")
     p.add_argument("--work", type=Path, default=Path("runs/fed_bench"))
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
-    a = p.parse_args()
+    return p
+
+
+def parse_args(p: argparse.ArgumentParser | None = None) -> argparse.Namespace:
+    a = (p or build_parser()).parse_args()
     if a.quick:
         a.alphas, a.clients, a.per_round, a.rounds, a.local_epochs = [1.0], 4, 2, 2, 1
         a.train_subset, a.test_subset, a.calib_size = 800, 300, 200
@@ -126,15 +131,20 @@ def run_fed(cfg: FedConfig, out: Path, parallel: int, budget: float = 0.0) -> di
             "seconds": time.perf_counter() - t0, "last": last}
 
 
-def bench_alpha(space: str, alpha: float, a: argparse.Namespace, state: SharedState,
-                save: Any) -> None:
-    st = state.own(f"{space}/{alpha:g}")
+def base_config(space: str, alpha: float, a: argparse.Namespace) -> FedConfig:
+    """The SuperFedNAS run of one (space, alpha) cell; the baselines change mode and subnet."""
     supernet, args = SPACES[space]
-    base = FedConfig(supernet=supernet, supernet_args=args, clients=a.clients,
+    return FedConfig(supernet=supernet, supernet_args=args, clients=a.clients,
                      per_round=a.per_round, rounds=a.rounds, alpha=alpha,
                      local_epochs=a.local_epochs, bn=bn_of(space, a.bn), weighting=a.weighting,
                      train_subset=a.train_subset, test_subset=a.test_subset,
                      calib_size=a.calib_size, eval_every=a.eval_every)
+
+
+def bench_alpha(space: str, alpha: float, a: argparse.Namespace, state: SharedState,
+                save: Any) -> None:
+    st = state.own(f"{space}/{alpha:g}")
+    base = base_config(space, alpha, a)
     work = a.work / space / f"alpha{alpha:g}"
     tag = f"[{space}, alpha {alpha:g}]"
     if "superfednas" not in st:

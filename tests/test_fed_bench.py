@@ -1,5 +1,5 @@
 """benchmarks/federated.py's shared state: processes that fill one --work folder cell by
-cell never overwrite each other's results."""
+cell never overwrite each other's results; federated_share.py's check of its cell."""
 
 from __future__ import annotations
 
@@ -26,3 +26,19 @@ def test_each_process_writes_only_its_cells_and_reads_the_others(tmp_path):
                      "resnet/1": {"superfednas": {"rounds": 7}}}
     assert first.data == again and second.data["resnet/100"]["superfednas"] == {"rounds": 40}
     assert first.own("resnet/100") is mine  # still the object bench_alpha fills
+
+
+def test_share_ablation_refuses_a_cell_that_has_not_finished(tmp_path, monkeypatch, capsys):
+    """The ablation compares against the cell's per-target baselines and searched
+    targets; without them it stops before training anything."""
+    import json
+
+    import federated_share
+    import pytest
+
+    (tmp_path / "state.json").write_text(json.dumps({"mbv3/1": {"superfednas": {}}}))
+    monkeypatch.setattr(sys, "argv", ["federated_share.py", "--work", str(tmp_path),
+                                      "--space", "mbv3", "--alpha", "1"])
+    with pytest.raises(SystemExit, match="cell mbv3/1 .* has not finished"):
+        federated_share.main()
+    assert not (tmp_path / "mbv3").exists()
