@@ -288,6 +288,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
     save_plot(fig, path)
 
 
+ARMS = ("superfednas", *(f"per_target_{name}" for name, _ in TARGETS), "fedavg_largest")
 # the same arm in the same colour in every panel
 CURVE_COLOURS = {label: f"C{i}" for i, label in enumerate((
     "SFN largest", "SFN smallest", "SFN corner1", "SFN corner2", "per_target_small",
@@ -307,8 +308,9 @@ def _plot_curves(state: dict[str, Any], a: argparse.Namespace, path: Path) -> No
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         space, alpha = key.split("/")
+        # this benchmark's arms only: an ablation (federated_share.py) trains beside them
         arms = sorted(p.parent.name for p in (a.work / space / f"alpha{alpha}").glob(
-            "*/history.json"))
+            "*/history.json") if p.parent.name in ARMS)
         for arm in arms:
             rows = json.loads((a.work / space / f"alpha{alpha}" / arm / "history.json"
                                ).read_text())["rounds"]
