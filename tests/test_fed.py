@@ -260,6 +260,23 @@ def test_fed_app_writes_a_flower_app(tmp_path):
     assert FedConfig.from_run_config(data["tool"]["flwr"]["app"]["config"]).rounds == 2
 
 
+def test_cli_sets_the_largest_share_schedule_and_refuses_a_bad_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from weightshare.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["fed-app", str(tmp_path / "app"), "--largest-start", "0.5",
+                              "--decay-fraction", "0.25"])
+    assert res.exit_code == 0, res.output
+    conf = tomllib.loads((tmp_path / "app" / "pyproject.toml").read_text())
+    cfg = FedConfig.from_run_config(conf["tool"]["flwr"]["app"]["config"])
+    assert (cfg.largest_start, cfg.decay_fraction) == (0.5, 0.25)
+    res = runner.invoke(app, ["fed", "--decay-fraction", "1.5", "-o", str(tmp_path / "run")])
+    assert res.exit_code != 0 and "decay_fraction must be in (0, 1]" in res.output
+    assert not (tmp_path / "run").exists()
+
+
 # -------------------------------------------------------------- Flower simulation
 def test_simulation_trains_resumes_and_checkpoints(tmp_path):
     from weightshare.checkpoint import load_checkpoint
