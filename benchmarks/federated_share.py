@@ -60,7 +60,7 @@ def main() -> None:
     fracs = list(arms)
     table = markdown_table(
         ["target", "MACs (M)", "per-target FedAvg %",
-         *[f"SFN, beta over {float(f):.0%} %" for f in fracs]],
+         *[f"SFN % (beta over {float(f):.0%} of rounds)" for f in fracs]],
         [[r["target"], r["macs"] / 1e6, r["per_target_acc"],
           *[r[f"superfednas_decay{f}_acc"] for f in fracs]] for r in rows])
     wins = {f: sum(r[f"superfednas_decay{f}_acc"] > r["per_target_acc"] for r in rows)
