@@ -291,8 +291,7 @@ def _plot(rows: list[dict[str, Any]], path: Path) -> None:
 ARMS = ("superfednas", *(f"per_target_{name}" for name, _ in TARGETS), "fedavg_largest")
 # the same arm in the same colour in every panel
 CURVE_COLOURS = {label: f"C{i}" for i, label in enumerate((
-    "SFN largest", "SFN smallest", "SFN corner1", "SFN corner2", "per_target_small",
-    "per_target_medium", "per_target_large", "fedavg_largest"))}
+    "SFN largest", "SFN smallest", "SFN corner1", "SFN corner2", *ARMS[1:]))}
 
 
 def _plot_curves(state: dict[str, Any], a: argparse.Namespace, path: Path) -> None:
@@ -308,12 +307,10 @@ def _plot_curves(state: dict[str, Any], a: argparse.Namespace, path: Path) -> No
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
     for ax, key in zip(axes[0], keys, strict=True):
         space, alpha = key.split("/")
+        cell = a.work / space / f"alpha{alpha}"
         # this benchmark's arms only: an ablation (federated_share.py) trains beside them
-        arms = sorted(p.parent.name for p in (a.work / space / f"alpha{alpha}").glob(
-            "*/history.json") if p.parent.name in ARMS)
-        for arm in arms:
-            rows = json.loads((a.work / space / f"alpha{alpha}" / arm / "history.json"
-                               ).read_text())["rounds"]
+        for arm in (arm for arm in ARMS if (cell / arm / "history.json").exists()):
+            rows = json.loads((cell / arm / "history.json").read_text())["rounds"]
             cols = sorted({c for r in rows for c in r if c.startswith("acc_")})
             for col in cols if arm == "superfednas" else cols[:1]:
                 pts = [(r["total_client_macs"] / 1e12, r[col]) for r in rows if col in r]

@@ -42,9 +42,10 @@ def main() -> None:
         sys.exit(f"cell {key} of {a.work} has not finished; run benchmarks/federated.py first")
     base = base_config(a.space, a.alpha, a)
     work = a.work / a.space / f"alpha{a.alpha:g}"
-    arms: dict[str, dict[str, Any]] = {"0.8": {"history": work / "superfednas",
-                                               "acc": {t["target"]: t["acc"]
-                                                       for t in cell["targets"]}}}
+    # the finished run's arm, at the default (the reference's) decay fraction
+    arms: dict[str, dict[str, Any]] = {f"{base.decay_fraction:g}": {
+        "history": work / "superfednas", "client_macs": cell["superfednas"]["client_macs"],
+        "acc": {t["target"]: t["acc"] for t in cell["targets"]}}}
     for frac in a.decay_fractions:
         out = work / f"superfednas_decay{frac:g}"
         print(f"[{key}] SuperFedNAS, beta decaying over {frac:g} of {a.rounds} rounds",
@@ -72,8 +73,7 @@ def main() -> None:
              + ", ".join(f"{wins[f]} of {len(rows)} (beta over {float(f):.0%})" for f in fracs)
              + ".")
     payload = {"cell": key, "work": str(a.work), "rows": rows,
-               "client_macs": {f: arm.get("client_macs", cell["superfednas"]["client_macs"])
-                               for f, arm in arms.items()}}
+               "client_macs": {f: arm["client_macs"] for f, arm in arms.items()}}
     write_results("federated_share", payload, table, a.out, title="Federated ablation: how "
                   "long the largest client's share decays", notes=notes)
     _plot(arms, key, a.out / "federated_share.png")

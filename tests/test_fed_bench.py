@@ -28,7 +28,7 @@ def test_each_process_writes_only_its_cells_and_reads_the_others(tmp_path):
     assert first.own("resnet/100") is mine  # still the object bench_alpha fills
 
 
-def test_share_ablation_refuses_a_cell_that_has_not_finished(tmp_path, monkeypatch, capsys):
+def test_share_ablation_refuses_a_cell_that_has_not_finished(tmp_path, monkeypatch):
     """The ablation compares against the cell's per-target baselines and searched
     targets; without them it stops before training anything."""
     import json
